@@ -1,0 +1,61 @@
+# Self-documenting task runner: `make help`. CI (.ci/run) calls `make test`.
+SHELL := /bin/bash
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOTSPOTS := $(BIN)/hotspots
+DEMO_FROM ?= 2022-12-01
+DEMO_TO ?= 2023-11-30
+
+.DEFAULT_GOAL := help
+.PHONY: help install kafka-jars demo up down status test test-unit test-integration lint typecheck verify-compose clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+
+$(BIN)/activate: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(BIN)/activate
+
+install: $(BIN)/activate ## Create .venv and install the package with its pinned dependencies
+
+kafka-jars: install ## Fetch Apache Kafka's broker jars from Maven Central into the cache
+	$(HOTSPOTS) kafka fetch
+
+demo: install kafka-jars ## Start the stack, produce the synthetic year, print the summary and top cells
+	$(HOTSPOTS) up
+	$(HOTSPOTS) produce synthetic --seed 2023
+	$(HOTSPOTS) wait --timeout 300
+	$(HOTSPOTS) query summary --from $(DEMO_FROM) --to $(DEMO_TO) --format json
+	$(HOTSPOTS) query top --week 2023-W27 --kind arrest --res 8 --limit 10
+	@echo "stack still running: 'make down' stops it; '$(HOTSPOTS) --help' for more"
+
+up: install kafka-jars ## Start the stack in the background
+	$(HOTSPOTS) up
+
+down: ## Stop the stack
+	$(HOTSPOTS) down
+
+status: ## Show the stack's health
+	$(HOTSPOTS) status
+
+test: install kafka-jars lint ## Run every test: unit, then integration against the real broker
+	$(BIN)/pytest tests -q
+
+test-unit: install ## Unit tests only (no broker)
+	$(BIN)/pytest tests/unit -q
+
+test-integration: install kafka-jars ## Integration tests against the real local broker, worker and sink
+	$(BIN)/pytest tests/integration -q -m integration
+
+lint: install ## ruff and mypy
+	$(BIN)/ruff check hotspots producers streams sinks tests
+	$(BIN)/mypy
+
+verify-compose: install ## Check docker-compose.yml parses and follows the project's rules
+	$(BIN)/python -m hotspots.compose_check docker-compose.yml
+
+clean: ## Remove the virtualenv and caches (not the data dir)
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,260 @@
+"""The `hotspots` command line: run the stack, produce events, query hotspots."""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+
+from hotspots import stack
+from hotspots.output import FORMATS, render
+from hotspots.settings import STAGE_SETTINGS, BrokerSettings, ProducerSettings, SinkSettings
+
+DATA_DIR = click.option("--data-dir", type=click.Path(path_type=Path), envvar="HOTSPOTS_DATA_DIR",
+                        default=None, help="Stack data directory [env HOTSPOTS_DATA_DIR; ~/.hotspots].")
+FORMAT = click.option("--format", "fmt", type=click.Choice(FORMATS), default="table",
+                      show_default=True, help="Output format.")
+
+
+def _data_dir(data_dir: Path | None) -> Path:
+    return (data_dir or BrokerSettings().data_dir).expanduser().resolve()
+
+
+def _config(data_dir: Path | None) -> stack.StackConfig:
+    """The running (or last started) stack's config, else one from settings and environment."""
+    root = _data_dir(data_dir)
+    saved = stack.StackConfig.load(root)
+    if saved is not None:
+        return saved
+    b, s = BrokerSettings(), SinkSettings()
+    return stack.StackConfig(str(root), b.kafka_port, b.controller_port, s.api_port,
+                             b.topic_prefix, b.partitions)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """hotspots: serious-violence hotspots from a live stream of enforcement events."""
+
+
+@main.command()
+@DATA_DIR
+@click.option("--kafka-port", type=int, envvar="HOTSPOTS_KAFKA_PORT", default=19092, show_default=True)
+@click.option("--controller-port", type=int, envvar="HOTSPOTS_CONTROLLER_PORT", default=19093,
+              show_default=True)
+@click.option("--api-port", type=int, envvar="HOTSPOTS_API_PORT", default=8765, show_default=True)
+@click.option("--partitions", type=int, envvar="HOTSPOTS_PARTITIONS", default=4, show_default=True)
+@click.option("--topic-prefix", envvar="HOTSPOTS_TOPIC_PREFIX", default="hotspots", show_default=True)
+@click.option("--timeout", type=float, default=180.0, show_default=True)
+def up(data_dir: Path | None, kafka_port: int, controller_port: int, api_port: int,
+       partitions: int, topic_prefix: str, timeout: float) -> None:
+    """Start broker, worker and sink/API in the background; return when all are healthy."""
+    config = stack.StackConfig(str(_data_dir(data_dir)), kafka_port, controller_port, api_port,
+                               topic_prefix, partitions)
+    try:
+        stack.up(config, timeout=timeout, echo=click.echo)
+    except (stack.StackError, RuntimeError) as exc:
+        _fail(str(exc))
+    click.echo(f"stack up: kafka {config.bootstrap}, api {config.api_url}, data {config.data_dir}")
+
+
+@main.command()
+@DATA_DIR
+def down(data_dir: Path | None) -> None:
+    """Stop the stack (sink, worker, then broker); data is kept."""
+    stack.down(_config(data_dir), echo=click.echo)
+
+
+@main.command()
+@DATA_DIR
+@FORMAT
+def status(data_dir: Path | None, fmt: str) -> None:
+    """Show each service's pid and health; exit 1 unless all are healthy."""
+    state = stack.status(_config(data_dir))
+    rows = [{"service": name, **info} for name, info in state.items()]
+    click.echo(render(rows, fmt))
+    sys.exit(0 if all(info["healthy"] for info in state.values()) else 1)
+
+
+@main.command()
+@DATA_DIR
+@click.option("--timeout", type=float, default=120.0, show_default=True)
+def wait(data_dir: Path | None, timeout: float) -> None:
+    """Return 0 once everything produced so far is aggregated and queryable."""
+    from hotspots.topics import wait_caught_up
+    from hotspots.settings import WorkerSettings
+
+    config = _config(data_dir)
+    settings = SinkSettings(data_dir=Path(config.data_dir), topic_prefix=config.topic_prefix)
+    deadline = time.monotonic() + timeout
+    try:
+        # First the worker must have consumed every event; then the sink must have stored
+        # every output the worker had written by that moment.
+        wait_caught_up(config.bootstrap, WorkerSettings().app_id, [settings.events_topic], deadline)
+        wait_caught_up(config.bootstrap, settings.sink_group,
+                       [settings.rollups_topic, settings.accepted_topic, settings.dlq_topic], deadline)
+    except TimeoutError as exc:
+        _fail(str(exc), code=2)
+    except Exception as exc:
+        _fail(f"cannot reach the stack at {config.bootstrap}: {exc}")
+    click.echo("caught up")
+
+
+@main.group()
+def produce() -> None:
+    """Publish events to the events topic."""
+
+
+@produce.command("synthetic")
+@DATA_DIR
+@click.option("--seed", type=int, default=2023, show_default=True)
+def produce_synthetic(data_dir: Path | None, seed: int) -> None:
+    """A calibrated synthetic year (Dec 2022 - Nov 2023) of Essex enforcement events."""
+    from producers.publisher import EventPublisher, PublishError
+    from producers.synthetic import synthetic_year
+
+    config = _config(data_dir)
+    events = synthetic_year(seed)
+    settings = ProducerSettings(bootstrap=config.bootstrap, topic_prefix=config.topic_prefix)
+    try:
+        with EventPublisher(settings, source=f"synthetic:{seed}") as publisher:
+            sent = publisher.send_all(events)
+    except PublishError as exc:
+        _fail(str(exc))
+    click.echo(f"produced {sent} events (seed {seed})")
+
+
+def _api_or_local(config: stack.StackConfig, path: str, params: dict[str, Any],
+                  local: Any) -> Any:
+    """Ask the running API; with no stack running, open the embedded store directly."""
+    try:
+        response = httpx.get(f"{config.api_url}{path}", params=params, timeout=60)
+    except httpx.TransportError:
+        if stack.status(config)["sink"]["running"]:
+            _fail(f"the sink is running but its API at {config.api_url} does not answer")
+        from sinks.store import Store
+
+        store = Store(SinkSettings(data_dir=Path(config.data_dir)))
+        try:
+            return local(store)
+        finally:
+            store.close()
+    if response.status_code != 200:
+        _fail(response.json().get("detail", response.text) if response.headers.get(
+            "content-type", "").startswith("application/json") else response.text)
+    return response.json()
+
+
+@main.group()
+def query() -> None:
+    """Query hotspots (through the running API, or the store when the stack is down)."""
+
+
+def _iso(value: date) -> str:
+    return value.isoformat()
+
+
+DATE = click.DateTime(formats=["%Y-%m-%d"])
+
+
+@query.command("summary")
+@DATA_DIR
+@click.option("--from", "start", type=DATE, required=True)
+@click.option("--to", "end", type=DATE, required=True)
+@FORMAT
+def query_summary(data_dir: Path | None, start: Any, end: Any, fmt: str) -> None:
+    """Headline figures (arrests, charge rate, seizures, warrants, sentences, safeguarding)."""
+    from sinks import queries
+
+    s, e = start.date(), end.date()
+    data = _api_or_local(_config(data_dir), "/v1/summary", {"from": _iso(s), "to": _iso(e)},
+                         lambda store: queries.summary(store, s, e))
+    click.echo(render(data, fmt))
+
+
+@query.command("top")
+@DATA_DIR
+@click.option("--week", required=True, help="ISO week, e.g. 2023-W05.")
+@click.option("--kind", required=True)
+@click.option("--res", type=click.IntRange(6, 8), default=8, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 1000), default=10, show_default=True)
+@FORMAT
+def query_top(data_dir: Path | None, week: str, kind: str, res: int, limit: int, fmt: str) -> None:
+    """The busiest cells in one ISO week."""
+    from hotspots.periods import parse_iso_week
+    from sinks import queries
+
+    try:
+        monday = parse_iso_week(week)
+    except ValueError as exc:
+        _fail(str(exc), code=2)
+    data = _api_or_local(_config(data_dir), "/v1/top",
+                         {"week": week, "kind": kind, "res": res, "limit": limit},
+                         lambda store: queries.top(store, monday, kind, res, limit))
+    click.echo(render(data, fmt))
+
+
+@query.command("cells")
+@DATA_DIR
+@click.option("--from", "start", type=DATE, required=True)
+@click.option("--to", "end", type=DATE, required=True)
+@click.option("--res", type=click.IntRange(6, 8), default=8, show_default=True)
+@click.option("--period", type=click.Choice(["week", "day"]), default="week", show_default=True)
+@click.option("--kind", default=None)
+@FORMAT
+def query_cells(data_dir: Path | None, start: Any, end: Any, res: int, period: str,
+                kind: str | None, fmt: str) -> None:
+    """Counts per cell, period and kind for periods overlapping --from..--to."""
+    from sinks import queries
+
+    s, e = start.date(), end.date()
+    params: dict[str, Any] = {"from": _iso(s), "to": _iso(e), "res": res, "period": period}
+    if kind:
+        params["kind"] = kind
+    data = _api_or_local(_config(data_dir), "/v1/cells", params,
+                         lambda store: queries.cells(store, s, e, res, period, kind))
+    click.echo(render(data, fmt))
+
+
+@main.command()
+@FORMAT
+def config(fmt: str) -> None:
+    """Every setting of every stage, with its environment variable and current value."""
+    rows = []
+    for cls in STAGE_SETTINGS:
+        current = cls()
+        for name, field in cls.model_fields.items():
+            rows.append({"stage": cls.__name__.removesuffix("Settings").lower(),
+                         "env": f"HOTSPOTS_{name.upper()}", "value": str(getattr(current, name)),
+                         "description": field.description or ""})
+    click.echo(render(rows, fmt))
+
+
+@main.group()
+def kafka() -> None:
+    """The local Kafka broker's artifacts."""
+
+
+@kafka.command("fetch")
+def kafka_fetch() -> None:
+    """Fetch the broker jars from Maven Central into the cache (idempotent)."""
+    from hotspots.broker import BrokerError, fetch_jars
+
+    try:
+        path = fetch_jars(BrokerSettings())
+    except BrokerError as exc:
+        _fail(str(exc))
+    click.echo(f"kafka jars in {path}")
+
+
+if __name__ == "__main__":
+    main()

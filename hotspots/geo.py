@@ -1,0 +1,48 @@
+"""Points to H3 cells. Cells are integers inside the pipeline and strings only at the edges."""
+
+from __future__ import annotations
+
+from h3.api import basic_int as h3i
+from kafka.partitioner.default import murmur2
+from h3.api import basic_str as h3s
+
+FINEST_RES = 8
+RESOLUTIONS: tuple[int, ...] = (8, 7, 6)
+# Events are partitioned by their resolution-6 cell, so every rollup key (a cell at
+# 6, 7 or 8 and all its ancestors) is fed from exactly one Kafka partition.
+PARTITION_RES = 6
+
+
+def cell_of(lat: float, lon: float, res: int = FINEST_RES) -> int:
+    return int(h3i.latlng_to_cell(lat, lon, res))
+
+
+def cells_of(lat: float, lon: float) -> dict[int, int]:
+    """The point's cell at each rollup resolution, {res: cell}."""
+    finest = cell_of(lat, lon, FINEST_RES)
+    return {res: finest if res == FINEST_RES else int(h3i.cell_to_parent(finest, res))
+            for res in RESOLUTIONS}
+
+
+def partition_key(lat: float, lon: float) -> bytes:
+    return to_str(cell_of(lat, lon, PARTITION_RES)).encode()
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default (murmur2) partitioner picks for ``key``."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def to_str(cell: int) -> str:
+    return str(h3i.int_to_str(cell))
+
+
+def to_int(cell: str) -> int:
+    if not h3s.is_valid_cell(cell):
+        raise ValueError(f"not an H3 cell: {cell!r}")
+    return int(h3s.str_to_int(cell))
+
+
+def center(cell: int) -> tuple[float, float]:
+    lat, lon = h3i.cell_to_latlng(cell)
+    return float(lat), float(lon)

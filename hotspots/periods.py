@@ -1,0 +1,54 @@
+"""Event time to reporting period. Weeks are ISO weeks (Monday start) in Europe/London.
+
+faust's tumbling 7-day windows are aligned to the Unix epoch and so start on a
+Thursday; rollups are keyed by these explicit period starts instead.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+LONDON = ZoneInfo("Europe/London")
+PERIODS: tuple[str, ...] = ("day", "week")
+
+
+def local_date(at: datetime) -> date:
+    if at.tzinfo is None:
+        raise ValueError("naive datetime: the period of an event needs its UTC offset")
+    return at.astimezone(LONDON).date()
+
+
+def week_start(at: datetime) -> date:
+    """Monday of the ISO week, in Europe/London, that contains ``at``."""
+    day = local_date(at)
+    return day - timedelta(days=day.weekday())
+
+
+def period_start(at: datetime, period: str) -> date:
+    if period == "day":
+        return local_date(at)
+    if period == "week":
+        return week_start(at)
+    raise ValueError(f"unknown period {period!r}; expected one of {PERIODS}")
+
+
+def iso_week_label(monday: date) -> str:
+    year, week, _ = monday.isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+_WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
+
+
+def parse_iso_week(label: str) -> date:
+    """'2023-W05' -> the Monday that starts it."""
+    match = _WEEK.match(label)
+    if not match:
+        raise ValueError(f"not an ISO week: {label!r} (expected YYYY-Www)")
+    year, week = int(match[1]), int(match[2])
+    try:
+        return date.fromisocalendar(year, week, 1)
+    except ValueError as exc:
+        raise ValueError(f"not an ISO week: {label!r} ({exc})") from None

@@ -1,0 +1,94 @@
+"""One frozen settings class per stage. Every field is read from ``HOTSPOTS_<FIELD>``.
+
+``hotspots config`` prints each setting with its environment variable and value.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".hotspots"
+
+
+def _default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "hotspots"
+
+
+class _Common(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HOTSPOTS_", frozen=True, extra="ignore")
+
+    data_dir: Path = Field(default_factory=_default_data_dir,
+                           description="Where the stack keeps broker logs, the store and pid files.")
+    bootstrap: str = Field("127.0.0.1:19092", description="Kafka bootstrap servers.")
+    topic_prefix: str = Field("hotspots", description="Prefix of every topic the stack uses.")
+    partitions: int = Field(4, ge=1, description="Partitions of the events topic and of the worker's tables.")
+
+    @property
+    def events_topic(self) -> str:
+        return f"{self.topic_prefix}.events.v1"
+
+    @property
+    def accepted_topic(self) -> str:
+        """Events the worker validated and accepted, with their cells: the raw table's feed."""
+        return f"{self.topic_prefix}.accepted.v1"
+
+    @property
+    def rollups_topic(self) -> str:
+        return f"{self.topic_prefix}.rollups.v1"
+
+    @property
+    def dlq_topic(self) -> str:
+        return f"{self.topic_prefix}.deadletter.v1"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+
+class BrokerSettings(_Common):
+    """The local single-node KRaft broker that `hotspots up` runs without Docker."""
+
+    kafka_version: str = Field("3.9.1", description="Apache Kafka release fetched from Maven Central.")
+    kafka_port: int = Field(19092, description="Broker listener port on 127.0.0.1.")
+    controller_port: int = Field(19093, description="KRaft controller port on 127.0.0.1.")
+    kafka_heap: str = Field("512m", description="Broker JVM heap (-Xmx and -Xms).")
+    cache_dir: Path = Field(default_factory=_default_cache_dir,
+                            description="Cache of the broker jars, outside the work tree.")
+
+
+class ProducerSettings(_Common):
+    linger_ms: int = Field(20, ge=0, description="kafka-python linger.ms: batching delay.")
+    compression: str = Field("gzip", description="Producer compression codec.")
+
+
+class WorkerSettings(_Common):
+    app_id: str = Field("hotspots-worker", description="Faust app id, also its consumer group.")
+    commit_interval: float = Field(1.0, gt=0, description="Seconds between offset commits.")
+
+
+class SinkSettings(_Common):
+    clickhouse_url: str | None = Field(
+        None, description="ClickHouse server URL (http://user:pass@host:8123). Unset: embedded chDB.")
+    database: str = Field("hotspots", description="ClickHouse database name.")
+    sink_group: str = Field("hotspots-sink", description="Consumer group of the sink.")
+    batch_max: int = Field(5000, ge=1, description="Rows buffered before a flush.")
+    flush_interval: float = Field(0.5, gt=0, description="Seconds between flushes of a partial batch.")
+    api_host: str = Field("127.0.0.1", description="HTTP API bind address.")
+    api_port: int = Field(8765, description="HTTP API port.")
+
+    @property
+    def chdb_path(self) -> Path:
+        return self.data_dir / "chdb"
+
+
+STAGE_SETTINGS: tuple[type[_Common], ...] = (
+    BrokerSettings, ProducerSettings, WorkerSettings, SinkSettings)

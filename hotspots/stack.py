@@ -1,0 +1,232 @@
+"""Start, check and stop the local stack (broker, worker, sink+API) as background processes.
+
+State lives in ``<data_dir>/run``: one pid file per service and ``stack.json`` with the
+ports, so that `status`, `wait`, queries and `down` find a stack started with other flags.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+
+from hotspots import broker
+from hotspots.settings import BrokerSettings, WorkerSettings
+from hotspots.topics import ensure_topics
+
+SERVICES = ("broker", "worker", "sink")
+
+
+class StackError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    data_dir: str
+    kafka_port: int
+    controller_port: int
+    api_port: int
+    topic_prefix: str
+    partitions: int
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def env(self) -> dict[str, str]:
+        """Environment for every child process: one source of truth for ports and paths."""
+        return {**os.environ,
+                "HOTSPOTS_DATA_DIR": self.data_dir,
+                "HOTSPOTS_BOOTSTRAP": self.bootstrap,
+                "HOTSPOTS_KAFKA_PORT": str(self.kafka_port),
+                "HOTSPOTS_CONTROLLER_PORT": str(self.controller_port),
+                "HOTSPOTS_API_PORT": str(self.api_port),
+                "HOTSPOTS_TOPIC_PREFIX": self.topic_prefix,
+                "HOTSPOTS_PARTITIONS": str(self.partitions)}
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.data_dir) / "run"
+
+    def save(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "stack.json").write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, data_dir: Path) -> StackConfig | None:
+        path = data_dir / "run" / "stack.json"
+        return cls(**json.loads(path.read_text())) if path.exists() else None
+
+
+def _pid(config: StackConfig, name: str) -> int | None:
+    path = config.run_dir / f"{name}.pid"
+    if not path.exists():
+        return None
+    pid = int(path.read_text())
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    # A zombie child (ours, exited, not reaped) is not running.
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.exists() and stat.read_text().split(") ")[-1].startswith("Z"):
+        return None
+    return pid
+
+
+def start_service(config: StackConfig, name: str, argv: list[str]) -> int:
+    logs = Path(config.data_dir) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / f"{name}.log", "ab") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=config.env(), start_new_session=True, cwd=config.data_dir)
+    (config.run_dir / f"{name}.pid").write_text(str(proc.pid))
+    return proc.pid
+
+
+def service_argv(name: str, config: StackConfig) -> list[str]:
+    if name == "broker":
+        return broker.server_command(BrokerSettings(**_settings_kwargs(config)))
+    if name == "worker":
+        return [sys.executable, "-m", "streams", "worker"]
+    return [sys.executable, "-m", "sinks", "serve"]
+
+
+def _settings_kwargs(config: StackConfig) -> dict[str, object]:
+    return {"data_dir": Path(config.data_dir), "bootstrap": config.bootstrap,
+            "kafka_port": config.kafka_port, "controller_port": config.controller_port,
+            "topic_prefix": config.topic_prefix, "partitions": config.partitions}
+
+
+def worker_ready(config: StackConfig) -> bool:
+    """The worker's group is stable and some member owns the events topic."""
+    from kafka import KafkaAdminClient
+
+    group_id = WorkerSettings(**_settings_kwargs(config)).app_id
+    events = WorkerSettings(**_settings_kwargs(config)).events_topic
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=config.bootstrap, request_timeout_ms=3000)
+    except Exception:
+        return False
+    try:
+        group = admin.describe_groups([group_id])[group_id]
+        assigned = {a["topic"] for m in group["members"]
+                    for a in m["member_assignment"]["assigned_partitions"]}
+        return group["group_state"] == "Stable" and events in assigned
+    except Exception:
+        return False
+    finally:
+        admin.close()
+
+
+def sink_ready(config: StackConfig) -> bool:
+    try:
+        return httpx.get(f"{config.api_url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _await(what: str, check: object, config: StackConfig, name: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _pid(config, name) is None:
+            log = Path(config.data_dir) / "logs" / f"{name}.log"
+            tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+            raise StackError(f"{name} exited during start-up; last log lines:\n{tail}")
+        if check(config):  # type: ignore[operator]
+            return
+        time.sleep(0.3)
+    raise StackError(f"{what} not ready after {timeout:.0f}s (see {config.data_dir}/logs/{name}.log)")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _ports(config: StackConfig, name: str) -> list[int]:
+    if name == "broker":
+        return [config.kafka_port, config.controller_port]
+    return [config.api_port] if name == "sink" else []
+
+
+def up(config: StackConfig, timeout: float = 120.0, echo: object = print) -> dict[str, float]:
+    """Start whatever is not running; return each service's start time in seconds."""
+    bsettings = BrokerSettings(**_settings_kwargs(config))
+    Path(config.data_dir).mkdir(parents=True, exist_ok=True)
+    config.save()
+    timings: dict[str, float] = {}
+    t0 = time.monotonic()
+    broker.fetch_jars(bsettings)
+    timings["fetch_jars"] = time.monotonic() - t0
+    checks = {"broker": lambda c: broker.is_ready(c.bootstrap), "worker": worker_ready,
+              "sink": sink_ready}
+    for name in SERVICES:
+        if _pid(config, name) is not None:
+            echo(f"{name}: already running")
+            continue
+        busy = [p for p in _ports(config, name) if not _port_free(p)]
+        if busy:
+            raise StackError(f"{name}: port {busy[0]} on 127.0.0.1 is taken by another process; "
+                             "choose other ports (see `hotspots up --help`)")
+        t0 = time.monotonic()
+        if name == "broker":
+            broker.format_storage(bsettings)
+        start_service(config, name, service_argv(name, config))
+        _await(name, checks[name], config, name, timeout)
+        if name == "broker":
+            ensure_topics(bsettings)
+        timings[name] = time.monotonic() - t0
+        echo(f"{name}: ready in {timings[name]:.1f}s")
+    return timings
+
+
+def status(config: StackConfig) -> dict[str, dict[str, object]]:
+    out: dict[str, dict[str, object]] = {}
+    for name in SERVICES:
+        pid = _pid(config, name)
+        out[name] = {"pid": pid, "running": pid is not None}
+    out["broker"]["healthy"] = out["broker"]["running"] and broker.is_ready(config.bootstrap)
+    out["sink"]["healthy"] = out["sink"]["running"] and sink_ready(config)
+    out["worker"]["healthy"] = out["worker"]["running"] and worker_ready(config)
+    return out
+
+
+def stop_service(config: StackConfig, name: str, sig: int = signal.SIGTERM,
+                 timeout: float = 30.0) -> bool:
+    pid = _pid(config, name)
+    if pid is None:
+        return False
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _pid(config, name) is not None:
+        time.sleep(0.1)
+    if _pid(config, name) is not None:
+        os.killpg(pid, signal.SIGKILL)
+        while _pid(config, name) is not None:
+            time.sleep(0.1)
+    (config.run_dir / f"{name}.pid").unlink(missing_ok=True)
+    return True
+
+
+def down(config: StackConfig, echo: object = print) -> None:
+    # Consumers first, so they commit and leave their groups while the broker is still up.
+    for name in ("sink", "worker", "broker"):
+        if stop_service(config, name):
+            echo(f"{name}: stopped")  # type: ignore[operator]

@@ -1,0 +1,1 @@
+"""Producer stage: publish contract events to Kafka with kafka-python."""

@@ -1,0 +1,53 @@
+"""`python -m sinks serve`: the sink loop in a thread and the HTTP API in the main thread."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+
+import uvicorn
+
+from hotspots.settings import SinkSettings
+from sinks.api import build_api
+from sinks.sink import SinkLoop
+from sinks.store import Store
+
+log = logging.getLogger("hotspots.sink")
+
+
+def serve() -> int:
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s %(message)s")
+    settings = SinkSettings()
+    store = Store(settings)
+    loop = SinkLoop(store, settings)
+
+    def run_loop() -> None:
+        try:
+            loop.run()
+        except Exception:
+            log.exception("sink loop died; stopping the process so the supervisor sees it")
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=run_loop, name="sink", daemon=True)
+    thread.start()
+
+    def health() -> dict[str, object]:
+        return {"ok": loop.healthy.is_set() and thread.is_alive(), "embedded": store.embedded,
+                "batches": loop.flushed_batches, "rows": loop.flushed_rows}
+
+    api = build_api(store, health)
+    uvicorn.run(api, host=settings.api_host, port=settings.api_port, log_level="warning")
+    loop.stop.set()  # uvicorn returned on SIGTERM/SIGINT: flush the last batch and commit
+    thread.join(timeout=30)
+    store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["serve"]:
+        print("usage: python -m sinks serve", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(serve())

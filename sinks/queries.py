@@ -1,0 +1,94 @@
+"""Hotspot queries over the rollups. Cells leave here as H3 strings, periods as ISO dates."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+from hotspots.contract import KINDS
+from hotspots.geo import RESOLUTIONS, to_str
+from hotspots.periods import PERIODS
+from streams.rollup import DAILY_RES
+from sinks.store import Store
+
+
+class QueryError(ValueError):
+    pass
+
+
+def _check(res: int, period: str, kind: str | None) -> None:
+    if res not in RESOLUTIONS:
+        raise QueryError(f"resolution {res} not kept; choose one of {sorted(RESOLUTIONS)}")
+    if period not in PERIODS:
+        raise QueryError(f"period {period!r} unknown; choose one of {PERIODS}")
+    if period == "day" and res != DAILY_RES:
+        raise QueryError(f"daily rollups are kept at resolution {DAILY_RES} only")
+    if kind is not None and kind not in KINDS:
+        raise QueryError(f"kind {kind!r} unknown; choose one of {KINDS}")
+
+
+def cells(store: Store, start: date, end: date, res: int = 8, period: str = "week",
+          kind: str | None = None) -> list[dict[str, Any]]:
+    """Counts per (cell, period, kind) for every period that overlaps [start, end]."""
+    _check(res, period, kind)
+    span = 6 if period == "week" else 0
+    rows = store.query(
+        """SELECT cell, period_start, kind, count FROM {db}.rollups FINAL
+           WHERE period = %(period)s AND res = %(res)s
+             AND period_start BETWEEN %(first)s AND %(end)s
+             AND (%(kind)s = '' OR kind = %(kind)s) AND count > 0
+           ORDER BY period_start, kind, cell""",
+        {"period": period, "res": res, "first": start - timedelta(days=span), "end": end,
+         "kind": kind or ""})
+    return [{"cell": to_str(r["cell"]), "period_start": r["period_start"].isoformat(),
+             "kind": r["kind"], "count": int(r["count"])} for r in rows]
+
+
+def top(store: Store, week: date, kind: str, res: int = 8, limit: int = 10) -> list[dict[str, Any]]:
+    """The busiest cells in one ISO week for one kind."""
+    _check(res, "week", kind)
+    rows = store.query(
+        """SELECT cell, count, charged, executed, weapons, drugs_mg, cash_pence,
+                  sentence_months, people
+           FROM {db}.rollups FINAL
+           WHERE period = 'week' AND res = %(res)s AND period_start = %(week)s
+             AND kind = %(kind)s AND count > 0
+           ORDER BY count DESC, cell LIMIT %(limit)s""",
+        {"res": res, "week": week, "kind": kind, "limit": int(limit)})
+    return [{"rank": i + 1, "cell": to_str(r["cell"]), "week_start": week.isoformat(), "kind": kind,
+             "count": int(r["count"]), "charged": int(r["charged"]),
+             "executed": int(r["executed"]), "weapons": int(r["weapons"]),
+             "drugs_grams": r["drugs_mg"] / 1000, "cash_gbp": r["cash_pence"] / 100,
+             "sentence_months": int(r["sentence_months"]), "people": int(r["people"])}
+            for i, r in enumerate(rows)]
+
+
+def summary(store: Store, start: date, end: date) -> dict[str, Any]:
+    """Headline enforcement figures for London-local dates start..end inclusive."""
+    rows = store.query(
+        """SELECT kind, sum(count) AS count, sum(charged) AS charged, sum(executed) AS executed,
+                  sum(weapons) AS weapons, sum(drugs_mg) AS drugs_mg,
+                  sum(cash_pence) AS cash_pence, sum(sentence_months) AS sentence_months,
+                  sum(people) AS people
+           FROM {db}.rollups FINAL
+           WHERE period = 'day' AND res = %(res)s AND period_start BETWEEN %(start)s AND %(end)s
+           GROUP BY kind""",
+        {"res": DAILY_RES, "start": start, "end": end})
+    by_kind = {r["kind"]: r for r in rows}
+
+    def total(kind: str, measure: str) -> int:
+        return int(by_kind.get(kind, {}).get(measure, 0))
+
+    arrests, charged = total("arrest", "count"), total("arrest", "charged")
+    return {
+        "from": start.isoformat(), "to": end.isoformat(),
+        "arrests": arrests,
+        "charged": charged,
+        "charge_rate": round(charged / arrests, 4) if arrests else None,
+        "weapons_seized": total("seizure", "weapons"),
+        "drugs_grams": total("seizure", "drugs_mg") / 1000,
+        "cash_gbp": total("seizure", "cash_pence") / 100,
+        "warrants_executed": total("warrant", "executed"),
+        "sentence_years": round(total("court_outcome", "sentence_months") / 12, 2),
+        "safeguarded": total("safeguarding", "people"),
+    }

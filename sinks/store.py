@@ -1,0 +1,97 @@
+"""The ClickHouse store: embedded chDB by default, a ClickHouse server when a URL is set.
+
+The same SQL runs on both through clickhouse-connect. Tables are ReplacingMergeTree so
+that a redelivered batch leaves every answer unchanged; queries read with FINAL.
+chDB lets one process open one store path, so the sink and the query API share a Store.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import clickhouse_connect
+
+from hotspots.contract import MEASURES
+from hotspots.settings import SinkSettings
+
+_MEASURE_COLS = ",\n  ".join(f"{m} UInt64" for m in MEASURES)
+
+SCHEMA: tuple[str, ...] = (
+    "CREATE DATABASE IF NOT EXISTS {db}",
+    # One row per (period, res, kind, period_start, cell); the highest seq is the current state.
+    f"""CREATE TABLE IF NOT EXISTS {{db}}.rollups (
+  period LowCardinality(String),
+  res UInt8,
+  kind LowCardinality(String),
+  period_start Date,
+  cell UInt64,
+  {_MEASURE_COLS},
+  seq UInt64,
+  updated_at DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree(seq)
+ORDER BY (period, res, kind, period_start, cell)""",
+    f"""CREATE TABLE IF NOT EXISTS {{db}}.events (
+  event_id String,
+  kind LowCardinality(String),
+  occurred_at DateTime64(3, 'UTC'),
+  week_start Date,
+  lat Float64,
+  lon Float64,
+  force LowCardinality(String),
+  operation String,
+  cell8 UInt64,
+  cell7 UInt64,
+  cell6 UInt64,
+  {_MEASURE_COLS},
+  payload String,
+  ingested_at DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree
+ORDER BY (kind, week_start, cell8, event_id)""",
+    """CREATE TABLE IF NOT EXISTS {db}.dead_letters (
+  reason LowCardinality(String),
+  source String,
+  detail String,
+  raw String,
+  received_at DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree
+ORDER BY (reason, source)""",
+)
+
+
+class Store:
+    """A thread-safe handle on the store (the sink thread and the API threads share it)."""
+
+    def __init__(self, settings: SinkSettings) -> None:
+        self.database = settings.database
+        if settings.clickhouse_url:
+            self.client = clickhouse_connect.get_client(dsn=settings.clickhouse_url)
+            self.embedded = False
+        else:
+            settings.chdb_path.parent.mkdir(parents=True, exist_ok=True)
+            self.client = clickhouse_connect.get_client(interface="chdb",
+                                                        path=str(settings.chdb_path))
+            self.embedded = True
+        self._lock = threading.Lock()
+        for statement in SCHEMA:
+            self.command(statement.format(db=self.database))
+
+    def command(self, sql: str) -> None:
+        with self._lock:
+            self.client.command(sql)
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            result = self.client.query(sql.format(db=self.database), parameters=params or {})
+        return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+
+    def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> None:
+        if not rows:
+            return
+        with self._lock:
+            self.client.insert(f"{self.database}.{table}", rows, column_names=list(columns))
+
+    def close(self) -> None:
+        with self._lock:
+            self.client.close()

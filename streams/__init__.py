@@ -1,0 +1,1 @@
+"""Stream stage: the Faust worker that aggregates events into rollups."""
