@@ -1,0 +1,54 @@
+"""One real stack (KRaft broker, Faust worker, sink+API on chDB) per test session.
+
+A worker takes seconds to join its group, so tests share the stack and keep out of
+each other's way by time window (each test owns its own year) and unique event ids.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hotspots import stack
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack.StackConfig]:
+    data_dir = tmp_path_factory.mktemp("stack")
+    config = stack.StackConfig(str(data_dir), _free_port(), _free_port(), _free_port(),
+                               topic_prefix=f"it-{uuid.uuid4().hex[:8]}", partitions=4)
+    try:
+        stack.up(config, timeout=240, echo=lambda _msg: None)
+        yield config
+    finally:
+        stack.down(config, echo=lambda _msg: None)
+
+
+def run_cli(config: stack.StackConfig, *args: str, timeout: float = 300) -> str:
+    """Run the real `hotspots` CLI against the session stack; return stdout, fail loudly."""
+    proc = subprocess.run([sys.executable, "-m", "hotspots.cli", *args, "--data-dir", config.data_dir],
+                          capture_output=True, text=True, timeout=timeout, check=False)
+    assert proc.returncode == 0, f"hotspots {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def cli_json(config: stack.StackConfig, *args: str) -> object:
+    return json.loads(run_cli(config, *args, "--format", "json"))
+
+
+def log_tail(config: stack.StackConfig, name: str) -> str:
+    path = Path(config.data_dir) / "logs" / f"{name}.log"
+    return path.read_text(errors="replace")[-4000:] if path.exists() else ""
