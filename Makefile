@@ -29,7 +29,7 @@ demo: install kafka-jars ## Start the stack, produce the synthetic year, print t
 	$(HOTSPOTS) produce synthetic --seed 2023
 	$(HOTSPOTS) wait --timeout 300
 	$(HOTSPOTS) query summary --from $(DEMO_FROM) --to $(DEMO_TO) --format json
-	$(HOTSPOTS) query top --week 2023-W27 --kind arrest --res 8 --limit 10
+	$(HOTSPOTS) query top --week 2023-W31 --kind arrest --res 8 --limit 10
 	@echo "stack still running: 'make down' stops it; '$(HOTSPOTS) --help' for more"
 
 up: install kafka-jars ## Start the stack in the background

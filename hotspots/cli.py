@@ -90,8 +90,8 @@ def status(data_dir: Path | None, fmt: str) -> None:
 @click.option("--timeout", type=float, default=120.0, show_default=True)
 def wait(data_dir: Path | None, timeout: float) -> None:
     """Return 0 once everything produced so far is aggregated and queryable."""
-    from hotspots.topics import wait_caught_up
     from hotspots.settings import WorkerSettings
+    from hotspots.topics import wait_caught_up
 
     config = _config(data_dir)
     settings = SinkSettings(data_dir=Path(config.data_dir), topic_prefix=config.topic_prefix)

@@ -13,8 +13,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -105,7 +107,7 @@ def service_argv(name: str, config: StackConfig) -> list[str]:
     return [sys.executable, "-m", "sinks", "serve"]
 
 
-def _settings_kwargs(config: StackConfig) -> dict[str, object]:
+def _settings_kwargs(config: StackConfig) -> dict[str, Any]:
     return {"data_dir": Path(config.data_dir), "bootstrap": config.bootstrap,
             "kafka_port": config.kafka_port, "controller_port": config.controller_port,
             "topic_prefix": config.topic_prefix, "partitions": config.partitions}
@@ -139,14 +141,15 @@ def sink_ready(config: StackConfig) -> bool:
         return False
 
 
-def _await(what: str, check: object, config: StackConfig, name: str, timeout: float) -> None:
+def _await(what: str, check: Callable[[StackConfig], bool], config: StackConfig, name: str,
+           timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if _pid(config, name) is None:
             log = Path(config.data_dir) / "logs" / f"{name}.log"
             tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
             raise StackError(f"{name} exited during start-up; last log lines:\n{tail}")
-        if check(config):  # type: ignore[operator]
+        if check(config):
             return
         time.sleep(0.3)
     raise StackError(f"{what} not ready after {timeout:.0f}s (see {config.data_dir}/logs/{name}.log)")
@@ -163,7 +166,8 @@ def _ports(config: StackConfig, name: str) -> list[int]:
     return [config.api_port] if name == "sink" else []
 
 
-def up(config: StackConfig, timeout: float = 120.0, echo: object = print) -> dict[str, float]:
+def up(config: StackConfig, timeout: float = 120.0,
+       echo: Callable[[str], object] = print) -> dict[str, float]:
     """Start whatever is not running; return each service's start time in seconds."""
     bsettings = BrokerSettings(**_settings_kwargs(config))
     Path(config.data_dir).mkdir(parents=True, exist_ok=True)
@@ -225,8 +229,8 @@ def stop_service(config: StackConfig, name: str, sig: int = signal.SIGTERM,
     return True
 
 
-def down(config: StackConfig, echo: object = print) -> None:
+def down(config: StackConfig, echo: Callable[[str], object] = print) -> None:
     # Consumers first, so they commit and leave their groups while the broker is still up.
     for name in ("sink", "worker", "broker"):
         if stop_service(config, name):
-            echo(f"{name}: stopped")  # type: ignore[operator]
+            echo(f"{name}: stopped")

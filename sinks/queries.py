@@ -8,8 +8,8 @@ from typing import Any
 from hotspots.contract import KINDS
 from hotspots.geo import RESOLUTIONS, to_str
 from hotspots.periods import PERIODS
-from streams.rollup import DAILY_RES
 from sinks.store import Store
+from streams.rollup import DAILY_RES
 
 
 class QueryError(ValueError):
