@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from datetime import date
@@ -33,7 +34,9 @@ def _config(data_dir: Path | None) -> stack.StackConfig:
         return saved
     b, s = BrokerSettings(), SinkSettings()
     return stack.StackConfig(str(root), b.kafka_port, b.controller_port, s.api_port,
-                             b.topic_prefix, b.partitions)
+                             b.topic_prefix, b.partitions,
+                             bootstrap_servers=os.environ.get("HOTSPOTS_BOOTSTRAP", ""),
+                             api_host=s.api_host)
 
 
 def _fail(message: str, code: int = 1) -> None:

@@ -39,14 +39,18 @@ class StackConfig:
     api_port: int
     topic_prefix: str
     partitions: int
+    # Set when the broker and API are not the local stack's (e.g. inside docker-compose).
+    bootstrap_servers: str = ""
+    api_host: str = "127.0.0.1"
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.kafka_port}"
+        return self.bootstrap_servers or f"127.0.0.1:{self.kafka_port}"
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
+        host = "127.0.0.1" if self.api_host in ("", "0.0.0.0") else self.api_host
+        return f"http://{host}:{self.api_port}"
 
     def env(self) -> dict[str, str]:
         """Environment for every child process: one source of truth for ports and paths."""
