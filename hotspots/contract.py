@@ -23,8 +23,9 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
+from pydantic_core import PydanticCustomError
 
-CONTRACT_VERSION = 1
+CONTRACT_VERSION: Literal[1] = 1
 CONTENT_TYPE = "application/json"
 MAX_RECORD_BYTES = 16 * 1024
 
@@ -46,9 +47,11 @@ class _Event(BaseModel):
     @field_validator("occurred_at", mode="before")
     @classmethod
     def _reject_naive(cls, value: Any) -> Any:
-        # pydantic would say "timezone info required"; say what an analyst can act on.
-        if isinstance(value, datetime) and value.tzinfo is None:
-            raise ValueError("naive timestamp: occurred_at needs a UTC offset")
+        # pydantic would say "timezone info required"; say what an analyst can act on. The
+        # error type is pydantic's own, so naive strings and naive datetimes share a reason.
+        if isinstance(value, datetime) and value.utcoffset() is None:
+            raise PydanticCustomError("timezone_aware",
+                                      "naive timestamp: occurred_at needs a UTC offset")
         return value
 
 
@@ -128,7 +131,10 @@ class InvalidEvent(ValueError):
 
 
 def _reason_for(err: ValidationError) -> InvalidEvent:
-    first = err.errors()[0]
+    errors = err.errors()
+    # A forbidden field (a name, a date of birth) is named even when other fields are also
+    # wrong: it is the refusal that matters most.
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = ".".join(str(p) for p in first["loc"])
     kind = first["type"]
     if kind == "union_tag_invalid":
@@ -139,6 +145,8 @@ def _reason_for(err: ValidationError) -> InvalidEvent:
         reason = "unexpected_field"
     elif kind == "missing":
         reason = "missing_field"
+    elif kind == "timezone_aware":
+        reason = "naive_timestamp"
     elif loc.endswith("occurred_at"):
         reason = "bad_timestamp"
     elif loc.endswith(("lat", "lon")):
@@ -151,8 +159,10 @@ def _reason_for(err: ValidationError) -> InvalidEvent:
 def parse_event(payload: bytes | str | dict[str, Any]) -> Event:
     """Decode and validate one record, raising InvalidEvent with a reason code."""
     if isinstance(payload, (bytes, str)):
-        if len(payload) > MAX_RECORD_BYTES:
-            raise InvalidEvent("oversized", f"{len(payload)} bytes > {MAX_RECORD_BYTES}")
+        size = len(payload.encode("utf-8", "surrogatepass") if isinstance(payload, str)
+                   else payload)
+        if size > MAX_RECORD_BYTES:
+            raise InvalidEvent("oversized", f"{size} bytes > {MAX_RECORD_BYTES}")
         try:
             payload = orjson.loads(payload)
         except orjson.JSONDecodeError as exc:

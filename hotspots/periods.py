@@ -39,12 +39,12 @@ def iso_week_label(monday: date) -> str:
     return f"{year}-W{week:02d}"
 
 
-_WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
+_WEEK = re.compile(r"(\d{4})-W(\d{2})", re.ASCII)  # used with fullmatch: no trailing "\n"
 
 
 def parse_iso_week(label: str) -> date:
     """'2023-W05' -> the Monday that starts it."""
-    match = _WEEK.match(label)
+    match = _WEEK.fullmatch(label)
     if not match:
         raise ValueError(f"not an ISO week: {label!r} (expected YYYY-Www)")
     year, week = int(match[1]), int(match[2])

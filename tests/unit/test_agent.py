@@ -1,0 +1,160 @@
+"""The Faust agent, driven through faust's test_context() with no broker.
+
+Topic sends (outputs and table changelogs) are captured instead of produced. put() returns
+once the agent has pulled a message, so each scenario ends by putting a sentinel: when it is
+pulled, everything put before it has been fully processed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+
+import faust
+import orjson
+import pytest
+from faust.topics import Topic
+
+from hotspots.contract import Arrest, Seizure, content_digest, encode_event
+from hotspots.geo import cell_of, partition_key, partition_of
+from hotspots.settings import WorkerSettings
+from streams.app import build_app
+
+SENTINEL = b"end of scenario"
+ARREST = Arrest(event_id="a-1", occurred_at=datetime(2023, 7, 1, 12, tzinfo=UTC),
+                lat=51.7356, lon=0.4685, force="essex", charged=True)
+ARREST_2 = ARREST.model_copy(update={"event_id": "a-2", "charged": False})
+SEIZURE = Seizure(event_id="s-1", occurred_at=datetime(2023, 7, 2, 9, tzinfo=UTC),
+                  lat=51.7356, lon=0.4685, force="essex", drugs_grams=2.5, drug_class="B")
+WEEK8 = f"week|8|{cell_of(ARREST.lat, ARREST.lon)}|2023-06-26|arrest"
+
+
+class Sent:
+    """Every send the worker made: (topic, key, value, partition)."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, Any, Any, int | None]] = []
+
+    def to(self, suffix: str) -> list[tuple[Any, Any, int | None]]:
+        return [(k, v, p) for t, k, v, p in self.records if t.endswith(suffix)]
+
+    def dead(self) -> list[str]:
+        return [orjson.loads(v)["reason"] for _, v, _ in self.to(".deadletter.v1")
+                if orjson.loads(v)["raw"] != SENTINEL.decode()]
+
+
+@pytest.fixture
+def sent(monkeypatch) -> Sent:
+    sent = Sent()
+
+    def record(topic: Any, kw: dict[str, Any]) -> None:
+        sent.records.append((topic.get_topic_name(), kw.get("key"), kw.get("value"),
+                             kw.get("partition")))
+
+    async def send(self: Any, **kw: Any) -> None:
+        record(self, kw)
+
+    def send_soon(self: Any, **kw: Any) -> SimpleNamespace:  # tables read .message.partition
+        record(self, kw)
+        return SimpleNamespace(message=SimpleNamespace(partition=kw.get("partition")))
+
+    monkeypatch.setattr(Topic, "send", send)
+    monkeypatch.setattr(Topic, "send_soon", send_soon)
+    return sent
+
+
+Scenario = Callable[[Any], Awaitable[None]]
+
+
+def run(tmp_path, partitions: int, scenario: Scenario) -> faust.App:
+    """Build the worker app and run ``scenario(agent_ctx)`` inside the agent's test context."""
+    app = build_app(WorkerSettings(data_dir=tmp_path, partitions=partitions))
+
+    async def main() -> None:
+        async with app.agents["aggregate"].test_context() as agent:
+            await scenario(agent)
+            await agent.put(SENTINEL, key=b"sentinel")
+
+    asyncio.run(asyncio.wait_for(main(), timeout=30))
+    return app
+
+
+async def put(agent: Any, event: Any, partition: int = 0) -> None:
+    await agent.put(encode_event(event), key=partition_key(event.lat, event.lon),
+                    partition=partition)
+
+
+def table(app: faust.App, name: str) -> dict[str, Any]:
+    return dict(app.tables[name].items())
+
+
+def test_valid_events_are_rolled_up_and_invalid_refused(tmp_path, sent):
+    async def scenario(agent):
+        await put(agent, ARREST)  # offset 0
+        await put(agent, ARREST_2)  # offset 1
+        await agent.put(b'{"kind": "arrest", "date_of_birth": "1990-01-01"}', key=b"k")  # 2
+        await put(agent, SEIZURE)  # offset 3
+
+    app = run(tmp_path, 1, scenario)
+    rollups = table(app, "rollups")
+    assert rollups[WEEK8] == {"m": [2, 1, 0, 0, 0, 0, 0, 0], "seq": 2, "off": {"0": 1}}
+    # Both arrests share all four keys (same cell, same day); the seizure has its own four.
+    assert sorted(k.split("|")[0] for k in rollups) == ["day"] * 2 + ["week"] * 6
+    assert all(s["m"][0] == (2 if k.endswith("arrest") else 1) for k, s in rollups.items())
+    seizure_day = f"day|6|{cell_of(SEIZURE.lat, SEIZURE.lon, 6)}|2023-07-02|seizure"
+    assert rollups[seizure_day]["m"][4] == 2500  # drugs_mg
+    assert table(app, "seen") == {"a-1": [0, 0, content_digest(ARREST)],
+                                  "a-2": [0, 1, content_digest(ARREST_2)],
+                                  "s-1": [0, 3, content_digest(SEIZURE)]}
+    assert sent.dead() == ["unexpected_field"]
+    assert [orjson.loads(v)["event_id"] for _, v, _ in sent.to(".accepted.v1")] == [
+        "a-1", "a-2", "s-1"]
+    published = sent.to(".rollups.v1")
+    assert len(published) == 3 * 4
+    last = {k.decode(): orjson.loads(v) for k, v, _ in published}
+    assert last[WEEK8]["count"] == 2 and last[WEEK8]["seq"] == 2
+    # Table changes go to the changelog partition of the source partition.
+    changelog = sent.to("-rollups-changelog")
+    assert len(changelog) == 12 and {p for _, _, p in changelog} == {0}
+
+
+def test_resent_event_is_counted_once(tmp_path, sent):
+    conflicting = ARREST.model_copy(update={"charged": False})
+
+    async def scenario(agent):
+        await put(agent, ARREST)  # offset 0: counted
+        await put(agent, ARREST)  # offset 1: a producer retry, same content
+        await put(agent, conflicting)  # offset 2: same id, other content
+        agent.sent_offset = 0
+        await put(agent, ARREST)  # offset 0 again: a redelivery after a crash
+
+    app = run(tmp_path, 1, scenario)
+    rollups = table(app, "rollups")
+    assert len(rollups) == 4
+    assert all(s == {"m": [1, 1, 0, 0, 0, 0, 0, 0], "seq": 1, "off": {"0": 0}}
+               for s in rollups.values())
+    assert table(app, "seen") == {"a-1": [0, 0, content_digest(ARREST)]}
+    assert sent.dead() == ["duplicate_conflict"]
+    assert len(sent.to(".accepted.v1")) == 2  # the first delivery and the redelivery
+    # A redelivery republishes the unchanged state, in case the first publish was lost.
+    assert [orjson.loads(v)["seq"] for _, v, _ in sent.to(".rollups.v1")] == [1] * 8
+
+
+def test_event_on_the_wrong_partition_is_forwarded_home(tmp_path, sent):
+    key = partition_key(ARREST.lat, ARREST.lon)
+    home = partition_of(key, 4)
+    away = (home + 1) % 4
+
+    async def scenario(agent):
+        await put(agent, ARREST, partition=away)
+        await put(agent, ARREST_2, partition=home)
+
+    app = run(tmp_path, 4, scenario)
+    assert sent.to(".events.v1") == [(key, encode_event(ARREST), home)]
+    assert table(app, "seen") == {"a-2": [home, 1, content_digest(ARREST_2)]}
+    assert table(app, "rollups")[WEEK8] == {"m": [1, 0, 0, 0, 0, 0, 0, 0], "seq": 1,
+                                           "off": {str(home): 1}}
+    assert {p for _, _, p in sent.to("-rollups-changelog")} == {home}

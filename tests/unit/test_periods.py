@@ -1,0 +1,112 @@
+"""Event time to London-local reporting periods, across clock changes and ISO-year edges."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta, timezone
+
+import pytest
+
+from hotspots.periods import (
+    LONDON,
+    iso_week_label,
+    local_date,
+    parse_iso_week,
+    period_start,
+    week_start,
+)
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("at", "local", "monday"),
+    [
+        # BST -> GMT on Sunday 2023-10-29: 01:00Z is when the clocks go back.
+        (utc(2023, 10, 28, 23, 30), date(2023, 10, 29), date(2023, 10, 23)),  # 00:30 BST Sun
+        (utc(2023, 10, 29, 0, 30), date(2023, 10, 29), date(2023, 10, 23)),  # 01:30 BST
+        (utc(2023, 10, 29, 1, 30), date(2023, 10, 29), date(2023, 10, 23)),  # 01:30 GMT
+        (utc(2023, 10, 29, 23, 30), date(2023, 10, 29), date(2023, 10, 23)),  # GMT: still Sun
+        (utc(2023, 10, 30, 0, 0), date(2023, 10, 30), date(2023, 10, 30)),  # Monday 00:00 GMT
+        # GMT -> BST on Sunday 2023-03-26: 01:00Z is when the clocks go forward.
+        (utc(2023, 3, 26, 0, 30), date(2023, 3, 26), date(2023, 3, 20)),  # 00:30 GMT
+        (utc(2023, 3, 26, 1, 30), date(2023, 3, 26), date(2023, 3, 20)),  # 02:30 BST
+        (utc(2023, 3, 26, 23, 30), date(2023, 3, 27), date(2023, 3, 27)),  # Mon 00:30 BST
+    ],
+)
+def test_clock_changes(at, local, monday):
+    assert local_date(at) == local
+    assert week_start(at) == monday
+    assert week_start(at).weekday() == 0
+
+
+def test_sunday_late_evening_utc_in_summer_is_next_week():
+    sunday_2330z = utc(2023, 7, 16, 23, 30)  # Monday 00:30 in London
+    assert local_date(sunday_2330z) == date(2023, 7, 17)
+    assert week_start(sunday_2330z) == date(2023, 7, 17)
+    assert iso_week_label(week_start(sunday_2330z)) == "2023-W29"
+    # A minute before London midnight stays in the week that ends that Sunday.
+    assert week_start(utc(2023, 7, 16, 22, 59)) == date(2023, 7, 10)
+    # The same UTC instant in winter is still Sunday in London.
+    assert week_start(utc(2023, 1, 15, 23, 30)) == date(2023, 1, 9)
+
+
+def test_offsets_other_than_utc_are_honoured():
+    # 2023-07-17 01:30 at +02:00 is 2023-07-16 23:30Z, i.e. Monday 00:30 in London.
+    at = datetime(2023, 7, 17, 1, 30, tzinfo=timezone(timedelta(hours=2)))
+    assert local_date(at) == date(2023, 7, 17)
+    at = datetime(2023, 7, 17, 0, 30, tzinfo=timezone(timedelta(hours=2)))  # Sun 23:30 London
+    assert local_date(at) == date(2023, 7, 16)
+    assert local_date(datetime(2023, 7, 16, 23, 59, tzinfo=LONDON)) == date(2023, 7, 16)
+
+
+@pytest.mark.parametrize(
+    ("at", "monday", "label"),
+    [
+        (utc(2020, 12, 31, 12), date(2020, 12, 28), "2020-W53"),
+        (utc(2021, 1, 1, 12), date(2020, 12, 28), "2020-W53"),
+        (utc(2021, 1, 3, 23, 59), date(2020, 12, 28), "2020-W53"),
+        (utc(2021, 1, 4, 0, 0), date(2021, 1, 4), "2021-W01"),
+        (utc(2024, 12, 30, 12), date(2024, 12, 30), "2025-W01"),
+        (utc(2025, 1, 1, 12), date(2024, 12, 30), "2025-W01"),
+    ],
+)
+def test_iso_year_boundaries(at, monday, label):
+    assert week_start(at) == monday
+    assert iso_week_label(monday) == label
+    assert parse_iso_week(label) == monday
+
+
+@pytest.mark.parametrize("label", ["2020-W53", "2023-W01", "2023-W05", "2023-W52", "2026-W53"])
+def test_parse_iso_week_round_trip(label):
+    monday = parse_iso_week(label)
+    assert monday.weekday() == 0
+    assert iso_week_label(monday) == label
+
+
+@pytest.mark.parametrize(
+    "label", ["2023-W54", "2023-W00", "2023W01", "2021-W53", "2023-W1", "23-W01", "", "2023-w01",
+              " 2023-W01", "2023-W01\n", "\uff12\uff10\uff12\uff13-W01"])
+def test_parse_iso_week_rejects_bad_labels(label):
+    with pytest.raises(ValueError, match="not an ISO week"):
+        parse_iso_week(label)
+
+
+def test_naive_datetime_raises():
+    naive = datetime(2023, 7, 16, 23, 30)  # noqa: DTZ001 - the point of the test
+    with pytest.raises(ValueError, match="naive"):
+        local_date(naive)
+    with pytest.raises(ValueError, match="naive"):
+        week_start(naive)
+    with pytest.raises(ValueError, match="naive"):
+        period_start(naive, "day")
+
+
+def test_period_start():
+    at = utc(2023, 7, 16, 23, 30)
+    assert period_start(at, "day") == date(2023, 7, 17)
+    assert period_start(at, "week") == date(2023, 7, 17)
+    assert period_start(utc(2023, 7, 19, 12), "week") == date(2023, 7, 17)
+    with pytest.raises(ValueError, match="unknown period"):
+        period_start(at, "month")

@@ -1,0 +1,128 @@
+"""Rollup keys of an event, and the idempotent per-partition fold of its measures."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import h3
+
+from hotspots.contract import MEASURES, Arrest, Seizure, encode_event, measures_of
+from hotspots.geo import cells_of, to_str
+from sinks.sink import EVENT_COLUMNS, ROLLUP_COLUMNS
+from streams.rollup import (
+    DAILY_RES,
+    RollupKey,
+    accepted_row,
+    apply,
+    empty_state,
+    rollup_keys,
+    rollup_row,
+)
+
+# Sunday 23:30Z in summer: Monday 2023-07-17 00:30 in London, so the next ISO week.
+SEIZURE = Seizure(event_id="s-1", occurred_at=datetime(2023, 7, 16, 23, 30, tzinfo=UTC),
+                  lat=51.7356, lon=0.4685, force="essex", drugs_grams=1.5, drug_class="A",
+                  weapons_count=2, weapon_type="knife", cash_gbp=250.75)
+ARREST = Arrest(event_id="a-1", occurred_at=datetime(2023, 7, 16, 12, tzinfo=UTC),
+                lat=51.7356, lon=0.4685, force="essex", charged=True)
+
+
+def test_rollup_keys_three_weekly_and_one_daily():
+    keys = rollup_keys(SEIZURE)
+    cells = cells_of(SEIZURE.lat, SEIZURE.lon)
+    assert keys == [
+        RollupKey("week", 8, cells[8], date(2023, 7, 17), "seizure"),
+        RollupKey("week", 7, cells[7], date(2023, 7, 17), "seizure"),
+        RollupKey("week", 6, cells[6], date(2023, 7, 17), "seizure"),
+        RollupKey("day", DAILY_RES, cells[6], date(2023, 7, 17), "seizure"),
+    ]
+    assert DAILY_RES == 6
+    fine, mid, coarse = (to_str(k.cell) for k in keys[:3])
+    assert h3.get_resolution(fine) == 8
+    assert h3.cell_to_parent(fine, 7) == mid
+    assert h3.cell_to_parent(fine, 6) == coarse == h3.cell_to_parent(mid, 6)
+
+
+def test_rollup_keys_week_and_day_differ_midweek():
+    keys = rollup_keys(ARREST)  # a Sunday afternoon
+    assert {k.period: k.start for k in keys} == {"week": date(2023, 7, 10),
+                                                "day": date(2023, 7, 16)}
+    assert all(k.kind == "arrest" for k in keys)
+
+
+def test_rollup_key_round_trip():
+    for key in rollup_keys(SEIZURE) + rollup_keys(ARREST):
+        text = key.encode()
+        assert text.count("|") == 4
+        assert RollupKey.decode(text) == key
+    key = RollupKey("day", 6, 604189371209351167, date(2023, 10, 29), "court_outcome")
+    assert key.encode() == "day|6|604189371209351167|2023-10-29|court_outcome"
+    assert RollupKey.decode(key.encode()) == key
+
+
+def test_apply_folds_and_counts_sequence():
+    delta = measures_of(SEIZURE)
+    state, changed = apply(None, delta, partition=0, offset=5)
+    assert changed
+    assert state == {"m": list(delta), "seq": 1, "off": {"0": 5}}
+    state, changed = apply(state, delta, partition=0, offset=6)
+    assert changed
+    assert state["m"] == [2 * d for d in delta] and state["seq"] == 2 and state["off"] == {"0": 6}
+
+
+def test_apply_skips_redelivered_offsets():
+    delta = measures_of(ARREST)
+    state, _ = apply(empty_state(), delta, 0, 10)
+    for offset in (10, 9, 0):  # a redelivery of the same or an earlier message
+        again, changed = apply(state, delta, 0, offset)
+        assert not changed
+        assert again == state
+    state2, changed = apply(state, delta, 0, 11)
+    assert changed and state2["seq"] == 2 and state2["m"][0] == 2
+
+
+def test_apply_tracks_partitions_separately():
+    delta = measures_of(ARREST)
+    state, _ = apply(None, delta, 0, 100)
+    state, changed = apply(state, delta, 1, 3)  # a lower offset, but on another partition
+    assert changed
+    assert state["off"] == {"0": 100, "1": 3} and state["seq"] == 2 and state["m"][0] == 2
+    _, changed = apply(state, delta, 1, 3)
+    assert not changed
+    _, changed = apply(state, delta, 0, 99)
+    assert not changed
+
+
+def test_apply_does_not_mutate_its_input():
+    before = empty_state()
+    after, _ = apply(before, measures_of(SEIZURE), 0, 0)
+    assert before == empty_state()
+    assert after is not before
+
+
+def test_rollup_row_shape():
+    key = rollup_keys(SEIZURE)[0]
+    state, _ = apply(None, measures_of(SEIZURE), 0, 1)
+    row = rollup_row(key, state)
+    assert list(row) == ["period", "res", "cell", "period_start", "kind", "seq", *MEASURES]
+    assert set(row) == set(ROLLUP_COLUMNS)  # exactly what the sink writes
+    assert row["period"] == "week" and row["res"] == 8 and row["cell"] == key.cell
+    assert row["period_start"] == "2023-07-17" and row["kind"] == "seizure" and row["seq"] == 1
+    assert {m: row[m] for m in MEASURES} == {
+        "count": 1, "charged": 0, "executed": 0, "weapons": 2, "drugs_mg": 1500,
+        "cash_pence": 25075, "sentence_months": 0, "people": 0}
+
+
+def test_accepted_row_shape():
+    raw = encode_event(SEIZURE)
+    row = accepted_row(SEIZURE, raw)
+    cells = cells_of(SEIZURE.lat, SEIZURE.lon)
+    assert row["event_id"] == "s-1" and row["kind"] == "seizure"
+    assert row["occurred_at"] == "2023-07-16T23:30:00+00:00"
+    assert row["week_start"] == "2023-07-17"
+    assert (row["cell8"], row["cell7"], row["cell6"]) == (cells[8], cells[7], cells[6])
+    assert row["operation"] == "" and row["force"] == "essex"
+    assert row["payload"] == raw.decode()
+    assert list(row)[-len(MEASURES):] == list(MEASURES)
+    assert set(row) == set(EVENT_COLUMNS)  # exactly what the sink writes
+    assert tuple(row[m] for m in MEASURES) == measures_of(SEIZURE)
