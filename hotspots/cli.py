@@ -136,6 +136,91 @@ def produce_synthetic(data_dir: Path | None, seed: int) -> None:
     click.echo(f"produced {sent} events (seed {seed})")
 
 
+def _publish(config: stack.StackConfig, items: Any, source: str, rate: float | None,
+             total: int | None = None) -> tuple[int, int]:
+    """Send events and dead letters; return (events acknowledged, records dead-lettered)."""
+    from producers.publisher import EventPublisher, Pacer, PublishError, Rejected
+
+    settings = ProducerSettings(bootstrap=config.bootstrap, topic_prefix=config.topic_prefix)
+    pacer = Pacer(rate, total)
+    try:
+        with EventPublisher(settings, source=source) as publisher:
+            for item in items:
+                if isinstance(item, Rejected):
+                    publisher.send_rejected(item)
+                else:
+                    publisher.send(item)
+                pacer.tick()
+            publisher.flush()
+            return publisher.acked, publisher.dead_lettered
+    except PublishError as exc:
+        _fail(str(exc))
+    finally:
+        pacer.close()
+    raise AssertionError("unreachable")
+
+
+@produce.command("jsonl")
+@DATA_DIR
+@click.argument("source", type=click.File("rb"))
+@click.option("--rate", type=float, default=None, help="Events per second (default: as fast as possible).")
+def produce_jsonl(data_dir: Path | None, source: Any, rate: float | None) -> None:
+    """Events as JSON lines in the contract's shape, from FILE or - (stdin)."""
+    from hotspots.contract import InvalidEvent
+    from producers.publisher import Rejected
+
+    config = _config(data_dir)
+    admission = ProducerSettings().admission()
+    name = getattr(source, "name", "-")
+    reasons: dict[str, int] = {}
+
+    def items() -> Any:
+        for number, line in enumerate(source, start=1):
+            line = line.rstrip(b"\r\n")
+            if not line.strip():
+                continue
+            try:
+                yield admission.admit(line)
+            except InvalidEvent as exc:
+                reasons[exc.reason] = reasons.get(exc.reason, 0) + 1
+                yield Rejected(line, exc.reason, exc.detail, f"jsonl:{name}:{number}")
+
+    sent, dead = _publish(config, items(), f"jsonl:{name}", rate)
+    click.echo(render({"produced": sent, "dead_lettered": dead, **{f"rejected.{k}": v
+                       for k, v in sorted(reasons.items())}}, "json"))
+    if dead:
+        sys.exit(3)
+
+
+@main.group()
+def replay() -> None:
+    """Replay published data files as events."""
+
+
+@replay.command("police-uk")
+@DATA_DIR
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--rate", type=float, default=None, help="Events per second (default: as fast as possible).")
+def replay_police_uk(data_dir: Path | None, files: tuple[Path, ...], rate: float | None) -> None:
+    """data.police.uk street and stop-and-search CSVs (plain or .csv.gz)."""
+    from producers.policeuk import ReplayError, ReplayReport, read_file
+
+    config = _config(data_dir)
+    report = ReplayReport()
+    admission = ProducerSettings().admission()
+
+    def items() -> Any:
+        for path in files:
+            yield from read_file(path, report, admission)
+
+    try:
+        sent, dead = _publish(config, items(), "police-uk", rate)
+    except ReplayError as exc:
+        _fail(str(exc))
+    click.echo(render({**report.as_dict(), "acknowledged": sent, "dead_lettered": dead}, "json"))
+
+
 def _api_or_local(config: stack.StackConfig, path: str, params: dict[str, Any],
                   local: Any) -> Any:
     """Ask the running API; with no stack running, open the embedded store directly."""
@@ -211,7 +296,8 @@ def query_top(data_dir: Path | None, week: str, kind: str, res: int, limit: int,
 @click.option("--from", "start", type=DATE, required=True)
 @click.option("--to", "end", type=DATE, required=True)
 @click.option("--res", type=click.IntRange(6, 8), default=8, show_default=True)
-@click.option("--period", type=click.Choice(["week", "day"]), default="week", show_default=True)
+@click.option("--period", type=click.Choice(["week", "month", "day"]), default="week",
+              show_default=True)
 @click.option("--kind", default=None)
 @FORMAT
 def query_cells(data_dir: Path | None, start: Any, end: Any, res: int, period: str,
@@ -226,6 +312,39 @@ def query_cells(data_dir: Path | None, start: Any, end: Any, res: int, period: s
     data = _api_or_local(_config(data_dir), "/v1/cells", params,
                          lambda store: queries.cells(store, s, e, res, period, kind))
     click.echo(render(data, fmt))
+
+
+@query.command("dlq")
+@DATA_DIR
+@click.option("--samples", type=click.IntRange(0, 100), default=3, show_default=True,
+              help="Sample records per reason.")
+@FORMAT
+def query_dlq(data_dir: Path | None, samples: int, fmt: str) -> None:
+    """Dead letters: counts by reason, with samples of what was refused and where from."""
+    from sinks import queries
+
+    data = _api_or_local(_config(data_dir), "/v1/dlq", {"samples": samples},
+                         lambda store: queries.dead_letters(store, samples))
+    click.echo(render(data, fmt))
+
+
+@main.group()
+def contract() -> None:
+    """The event contract."""
+
+
+@contract.command("schema")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write here instead of standard output.")
+def contract_schema(out: Path | None) -> None:
+    """The contract's JSON Schema (committed as contract/events.v1.schema.json)."""
+    from hotspots.contract import json_schema
+
+    text = json_schema()
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        out.write_text(text)
 
 
 @main.command()

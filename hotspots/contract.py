@@ -2,15 +2,19 @@
 
 Every record on ``hotspots.events.v1`` is a JSON object with a ``kind`` discriminator.
 Models are frozen and forbid unknown fields, so a personal-data field such as a name
-or a date of birth can never ride along silently. Money and drug weights travel as
+or a date of birth can never ride along silently (it is refused as ``personal_data``).
+v1 grows only by additions that old records still satisfy (new kinds, optional fields);
+a breaking change would be v2 on a new topic. ``contract/events.v1.schema.json`` is the
+exported JSON Schema (`hotspots contract schema`). Money and drug weights travel as
 decimals but are aggregated as integers (pence, milligrams) so that sums are exact.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
-from datetime import datetime
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -31,6 +35,8 @@ MAX_RECORD_BYTES = 16 * 1024
 
 EventId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")]
 ShortText = Annotated[str, Field(min_length=1, max_length=80)]
+TimePrecision = Literal["instant", "day", "month"]
+_NUMBER = re.compile(r"-?\d+(\.\d*)?")
 
 
 class _Event(BaseModel):
@@ -39,14 +45,34 @@ class _Event(BaseModel):
     v: Literal[1] = CONTRACT_VERSION
     event_id: EventId
     occurred_at: AwareDatetime
+    # How much of occurred_at is known. Month-precision events (police.uk street crime)
+    # feed monthly rollups only; weekly and daily rollups need day precision or better.
+    time_precision: TimePrecision = "instant"
     lat: Annotated[float, Field(ge=-90, le=90)]
     lon: Annotated[float, Field(ge=-180, le=180)]
     force: ShortText
     operation: ShortText | None = None
 
+    @field_validator("v", mode="before")
+    @classmethod
+    def _exact_version(cls, value: Any) -> Any:
+        if type(value) is not int:  # true and 1.0 are not versions
+            raise PydanticCustomError("version_type", "v must be the integer 1")
+        return value
+
+    @field_validator("occurred_at", mode="after")
+    @classmethod
+    def _to_utc(cls, value: datetime) -> datetime:
+        # One spelling per instant, so a re-send written with another offset is the same event.
+        return value.astimezone(UTC)
+
     @field_validator("occurred_at", mode="before")
     @classmethod
     def _reject_naive(cls, value: Any) -> Any:
+        if isinstance(value, (int, float)) or (
+                isinstance(value, str) and _NUMBER.fullmatch(value.strip())):
+            # pydantic would read a number as Unix time: too easy to get wrong silently.
+            raise PydanticCustomError("timestamp_type", "occurred_at must be an ISO 8601 string")
         # pydantic would say "timezone info required"; say what an analyst can act on. The
         # error type is pydantic's own, so naive strings and naive datetimes share a reason.
         if isinstance(value, datetime) and value.utcoffset() is None:
@@ -57,7 +83,7 @@ class _Event(BaseModel):
 
 class Arrest(_Event):
     kind: Literal["arrest"] = "arrest"
-    charged: bool
+    charged: bool | None = None  # None: not known (e.g. an arrest from a stop and search)
     offence: ShortText | None = None
 
 
@@ -113,10 +139,75 @@ class CourtOutcome(_Event):
     disposal: CourtDisposal
 
 
+class StopSearch(_Event):
+    kind: Literal["stop_search"] = "stop_search"
+    outcome: ShortText
+    legislation: ShortText | None = None
+    object_of_search: ShortText | None = None
+
+
+class RecordedCrime(_Event):
+    """A crime as recorded (police.uk street level: month precision, snap-point location)."""
+
+    kind: Literal["recorded_crime"] = "recorded_crime"
+    crime_type: ShortText
+    outcome: ShortText | None = None
+
+
+class GangInjunction(_Event):
+    kind: Literal["gang_injunction"] = "gang_injunction"
+    people: Annotated[int, Field(ge=1, le=1_000)] = 1
+
+
+class RiskOrder(_Event):
+    """Slavery and trafficking risk or prevention orders."""
+
+    kind: Literal["risk_order"] = "risk_order"
+    order_type: Literal["risk_order", "prevention_order"] = "risk_order"
+    people: Annotated[int, Field(ge=1, le=1_000)] = 1
+
+
+class LineClosure(_Event):
+    """A county-lines deal line closed. The line's number is personal data and is not carried."""
+
+    kind: Literal["line_closure"] = "line_closure"
+    lines: Annotated[int, Field(ge=1, le=1_000)] = 1
+
+
+class CuckooingAddress(_Event):
+    """A home taken over as a base for dealing; located by its cell only, never an address."""
+
+    kind: Literal["cuckooing_address"] = "cuckooing_address"
+    status: Literal["identified", "visited", "closure_order", "resolved"] = "identified"
+
+
+class Deployment(_Event):
+    """A planned operation on the ground, e.g. a safeguarding operation at a station."""
+
+    kind: Literal["deployment"] = "deployment"
+    deployment_type: ShortText
+    location_type: ShortText | None = None
+
+
 Event = Annotated[
-    Arrest | Seizure | Warrant | Safeguarding | CourtOutcome, Field(discriminator="kind")
+    Arrest | Seizure | Warrant | Safeguarding | CourtOutcome | StopSearch | RecordedCrime
+    | GangInjunction | RiskOrder | LineClosure | CuckooingAddress | Deployment,
+    Field(discriminator="kind"),
 ]
-KINDS: tuple[str, ...] = ("arrest", "seizure", "warrant", "safeguarding", "court_outcome")
+KINDS: tuple[str, ...] = (
+    "arrest", "seizure", "warrant", "safeguarding", "court_outcome", "stop_search",
+    "recorded_crime", "gang_injunction", "risk_order", "line_closure", "cuckooing_address",
+    "deployment")
+
+# Field names that would carry personal data. Refused with their own reason, so a feed
+# that starts sending them is noticed, not just dropped as "unexpected".
+PERSONAL_DATA_FIELDS = frozenset({
+    "name", "first_name", "forename", "last_name", "surname", "full_name", "alias",
+    "date_of_birth", "dob", "birth_date", "age", "address", "street_address", "house_number",
+    "postcode", "post_code", "phone", "phone_number", "mobile", "email", "ni_number",
+    "national_insurance_number", "pnc_id", "pnc_number", "cro_number", "passport_number",
+    "driving_licence", "vehicle_registration", "vrm", "ethnicity", "gender", "nationality",
+})
 
 _event_adapter: TypeAdapter[Event] = TypeAdapter(Event)
 
@@ -137,6 +228,8 @@ def _reason_for(err: ValidationError) -> InvalidEvent:
     first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = ".".join(str(p) for p in first["loc"])
     kind = first["type"]
+    if kind == "extra_forbidden" and str(first["loc"][-1]).lower() in PERSONAL_DATA_FIELDS:
+        return InvalidEvent("personal_data", f"{loc}: personal data is not accepted")
     if kind == "union_tag_invalid":
         reason = "unknown_kind"
     elif kind == "union_tag_not_found":
@@ -145,6 +238,8 @@ def _reason_for(err: ValidationError) -> InvalidEvent:
         reason = "unexpected_field"
     elif kind == "missing":
         reason = "missing_field"
+    elif kind == "version_type":
+        reason = "unsupported_version"
     elif kind == "timezone_aware":
         reason = "naive_timestamp"
     elif loc.endswith("occurred_at"):
@@ -169,12 +264,43 @@ def parse_event(payload: bytes | str | dict[str, Any]) -> Event:
             raise InvalidEvent("not_json", str(exc)) from None
     if not isinstance(payload, dict):
         raise InvalidEvent("not_object", f"top level is {type(payload).__name__}")
+    # Before anything else, whatever the kind: a feed sending personal data must be noticed.
+    personal = sorted(k for k in payload if isinstance(k, str) and k.lower() in PERSONAL_DATA_FIELDS)
+    if personal:
+        raise InvalidEvent("personal_data", f"{', '.join(personal)}: personal data is not accepted")
     if payload.get("v", CONTRACT_VERSION) != CONTRACT_VERSION:
         raise InvalidEvent("unsupported_version", f"v={payload.get('v')!r}")
     try:
         return _event_adapter.validate_python(payload)
     except ValidationError as exc:
         raise _reason_for(exc) from None
+
+
+# The United Kingdom with its territorial waters, as (min_lon, min_lat, max_lon, max_lat).
+UK_AREA: tuple[float, float, float, float] = (-8.7, 49.8, 1.8, 60.9)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Checks that need context beyond the record: the clock and the accepted area."""
+
+    area: tuple[float, float, float, float] = UK_AREA
+    max_future: timedelta = timedelta(days=1)
+
+    def check(self, event: Event, now: datetime | None = None) -> Event:
+        now = now or datetime.now(UTC)
+        if event.occurred_at > now + self.max_future:
+            raise InvalidEvent("future_timestamp",
+                               f"occurred_at {event.occurred_at.isoformat()} is after "
+                               f"{(now + self.max_future).isoformat()}")
+        min_lon, min_lat, max_lon, max_lat = self.area
+        if not (min_lon <= event.lon <= max_lon and min_lat <= event.lat <= max_lat):
+            raise InvalidEvent("outside_area",
+                               f"({event.lat}, {event.lon}) is outside the accepted area {self.area}")
+        return event
+
+    def admit(self, payload: bytes | str | dict[str, Any], now: datetime | None = None) -> Event:
+        return self.check(parse_event(payload), now)
 
 
 def encode_event(event: Event) -> bytes:
@@ -203,23 +329,30 @@ def measures_of(event: Event) -> tuple[int, ...]:
     """The integer contribution of one event to each of MEASURES, in order."""
     charged = executed = weapons = drugs_mg = cash_pence = months = people = 0
     if isinstance(event, Arrest):
-        charged = int(event.charged)
+        charged = int(event.charged is True)
     elif isinstance(event, Seizure):
         weapons = event.weapons_count
         drugs_mg = round(event.drugs_grams * 1000)
         cash_pence = round(event.cash_gbp * 100)
     elif isinstance(event, Warrant):
         executed = int(event.executed)
-    elif isinstance(event, Safeguarding):
-        people = event.people
+    elif isinstance(event, (Safeguarding, GangInjunction, RiskOrder)):
+        people = event.people  # people safeguarded, or made subject to the order
     elif isinstance(event, CourtOutcome):
         months = event.sentence_months
-    values = (1, charged, executed, weapons, drugs_mg, cash_pence, months, people)
-    assert all(isinstance(v, int) and not math.isnan(v) for v in values)
-    return values
+    return (1, charged, executed, weapons, drugs_mg, cash_pence, months, people)
 
 
 def dead_letter(raw: bytes, reason: str, detail: str, source: str) -> dict[str, Any]:
     """A dead-letter record: the original bytes (as text), why they were refused, and where from."""
     return {"reason": reason, "detail": detail[:500], "source": source,
             "raw": raw[:MAX_RECORD_BYTES * 4].decode("utf-8", "replace")}
+
+
+def json_schema() -> str:
+    """The contract as JSON Schema (draft 2020-12), stable text for committing and diffing."""
+    schema = _event_adapter.json_schema(mode="validation")
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
+              "$id": "https://hotspots.invalid/contract/events.v1.schema.json",
+              "title": f"hotspots event contract v{CONTRACT_VERSION}", **schema}
+    return orjson.dumps(schema, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"

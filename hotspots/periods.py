@@ -11,7 +11,7 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 LONDON = ZoneInfo("Europe/London")
-PERIODS: tuple[str, ...] = ("day", "week")
+PERIODS: tuple[str, ...] = ("day", "week", "month")
 
 
 def local_date(at: datetime) -> date:
@@ -26,12 +26,24 @@ def week_start(at: datetime) -> date:
     return day - timedelta(days=day.weekday())
 
 
-def period_start(at: datetime, period: str) -> date:
+def month_start(at: datetime) -> date:
+    """First day of the calendar month, in Europe/London, that contains ``at``."""
+    return local_date(at).replace(day=1)
+
+
+def start_of(day: date, period: str) -> date:
+    """The start of the period that contains a London-local date."""
     if period == "day":
-        return local_date(at)
+        return day
     if period == "week":
-        return week_start(at)
+        return day - timedelta(days=day.weekday())
+    if period == "month":
+        return day.replace(day=1)
     raise ValueError(f"unknown period {period!r}; expected one of {PERIODS}")
+
+
+def period_start(at: datetime, period: str) -> date:
+    return start_of(local_date(at), period)
 
 
 def iso_week_label(monday: date) -> str:

@@ -5,10 +5,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from hotspots.contract import Admission
 
 
 def _default_data_dir() -> Path:
@@ -27,6 +30,23 @@ class _Common(BaseSettings):
     bootstrap: str = Field("127.0.0.1:19092", description="Kafka bootstrap servers.")
     topic_prefix: str = Field("hotspots", description="Prefix of every topic the stack uses.")
     partitions: int = Field(4, ge=1, description="Partitions of the events topic and of the worker's tables.")
+    accepted_area: str = Field("-8.7,49.8,1.8,60.9",
+                               description="Accepted area min_lon,min_lat,max_lon,max_lat (default: UK).")
+    max_future_hours: float = Field(24.0, ge=0,
+                                    description="Hours past now an event's time may be before refusal.")
+
+    @field_validator("accepted_area")
+    @classmethod
+    def _four_numbers(cls, value: str) -> str:
+        parts = [float(p) for p in value.split(",")]
+        if len(parts) != 4 or parts[0] >= parts[2] or parts[1] >= parts[3]:
+            raise ValueError("accepted_area must be min_lon,min_lat,max_lon,max_lat")
+        return value
+
+    def admission(self) -> Admission:
+        lon0, lat0, lon1, lat1 = (float(p) for p in self.accepted_area.split(","))
+        return Admission(area=(lon0, lat0, lon1, lat1),
+                         max_future=timedelta(hours=self.max_future_hours))
 
     @property
     def events_topic(self) -> str:
@@ -73,6 +93,9 @@ class ProducerSettings(_Common):
 class WorkerSettings(_Common):
     app_id: str = Field("hotspots-worker", description="Faust app id, also its consumer group.")
     commit_interval: float = Field(1.0, gt=0, description="Seconds between offset commits.")
+    linger_ms: int = Field(20, ge=0, description="Worker producer linger: batching of changelog writes.")
+    batch_max: int = Field(2000, ge=1, description="Events folded together before their keys are written.")
+    batch_within: float = Field(0.1, gt=0, description="Seconds to wait to fill a batch.")
 
 
 class SinkSettings(_Common):

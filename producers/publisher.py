@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TextIO
 
+import orjson
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from hotspots.contract import CONTENT_TYPE, CONTRACT_VERSION, Event, encode_event
+from hotspots.contract import CONTENT_TYPE, CONTRACT_VERSION, Event, dead_letter, encode_event
 from hotspots.geo import partition_key
 from hotspots.settings import ProducerSettings
 
@@ -17,11 +21,23 @@ class PublishError(RuntimeError):
     pass
 
 
+@dataclass(frozen=True)
+class Rejected:
+    """A record refused where it entered: it goes to the dead-letter topic with its reason."""
+
+    raw: bytes
+    reason: str
+    detail: str
+    source: str
+
+
 class EventPublisher:
     """Sends events and counts what the broker acknowledged; only acknowledged counts as sent."""
 
     def __init__(self, settings: ProducerSettings, source: str) -> None:
         self.topic = settings.events_topic
+        self.dlq_topic = settings.dlq_topic
+        self.dead_lettered = 0
         self.source = source.encode()
         self.acked = 0
         self.failed: list[str] = []
@@ -56,6 +72,13 @@ class EventPublisher:
                                     value=encode_event(event), headers=headers)
         future.add_callback(self._ok).add_errback(self._err(event.event_id))
 
+    def send_rejected(self, rejected: Rejected) -> None:
+        record = dead_letter(rejected.raw, rejected.reason, rejected.detail, rejected.source)
+        future = self.producer.send(self.dlq_topic, key=rejected.reason.encode(),
+                                    value=orjson.dumps(record), headers=[("source", self.source)])
+        future.add_errback(self._err(f"dead letter {rejected.source}"))
+        self.dead_lettered += 1
+
     def send_all(self, events: Iterable[Event]) -> int:
         for event in events:
             self.send(event)
@@ -79,3 +102,32 @@ class EventPublisher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Pacer:
+    """Holds a send loop to a rate (events per second) and draws a progress line on a terminal."""
+
+    def __init__(self, rate: float | None, total: int | None = None,
+                 stream: TextIO = sys.stderr) -> None:
+        self.rate, self.total, self.stream = rate, total, stream
+        self.done = 0
+        self.started = time.monotonic()
+        self.drawn = 0.0
+        self.show = stream.isatty()
+
+    def tick(self) -> None:
+        self.done += 1
+        elapsed = time.monotonic() - self.started
+        if self.rate:
+            ahead = self.done / self.rate - elapsed
+            if ahead > 0:
+                time.sleep(ahead)
+        if self.show and elapsed - self.drawn >= 0.2:
+            self.drawn = elapsed
+            of = f"/{self.total}" if self.total else ""
+            self.stream.write(f"\r{self.done}{of} records, {self.done / max(elapsed, 1e-9):,.0f}/s ")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.show:
+            self.stream.write("\n")

@@ -42,4 +42,8 @@ def build_api(store: Store, health: Callable[[], dict[str, Any]]) -> FastAPI:
     def get_top(week: str, kind: str, res: int = 8, limit: int = Query(10, ge=1, le=1000)) -> Any:
         return guarded(lambda: queries.top(store, parse_iso_week(week), kind, res, limit))
 
+    @api.get("/v1/dlq")
+    def get_dlq(samples: int = Query(3, ge=0, le=100)) -> Any:
+        return guarded(lambda: queries.dead_letters(store, samples))
+
     return api

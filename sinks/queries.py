@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 from hotspots.contract import KINDS
 from hotspots.geo import RESOLUTIONS, to_str
-from hotspots.periods import PERIODS
+from hotspots.periods import PERIODS, start_of
 from sinks.store import Store
 from streams.rollup import DAILY_RES
 
@@ -31,14 +31,13 @@ def cells(store: Store, start: date, end: date, res: int = 8, period: str = "wee
           kind: str | None = None) -> list[dict[str, Any]]:
     """Counts per (cell, period, kind) for every period that overlaps [start, end]."""
     _check(res, period, kind)
-    span = 6 if period == "week" else 0
     rows = store.query(
         """SELECT cell, period_start, kind, count FROM {db}.rollups FINAL
            WHERE period = %(period)s AND res = %(res)s
              AND period_start BETWEEN %(first)s AND %(end)s
              AND (%(kind)s = '' OR kind = %(kind)s) AND count > 0
            ORDER BY period_start, kind, cell""",
-        {"period": period, "res": res, "first": start - timedelta(days=span), "end": end,
+        {"period": period, "res": res, "first": start_of(start, period), "end": end,
          "kind": kind or ""})
     return [{"cell": to_str(r["cell"]), "period_start": r["period_start"].isoformat(),
              "kind": r["kind"], "count": int(r["count"])} for r in rows]
@@ -92,3 +91,18 @@ def summary(store: Store, start: date, end: date) -> dict[str, Any]:
         "sentence_years": round(total("court_outcome", "sentence_months") / 12, 2),
         "safeguarded": total("safeguarding", "people"),
     }
+
+
+def dead_letters(store: Store, samples: int = 3) -> list[dict[str, Any]]:
+    """Refused records by reason: how many, when last, and a few samples of each."""
+    rows = store.query(
+        """SELECT reason, count() AS records, max(received_at) AS last_received,
+                  arraySlice(groupArray(tuple(source, detail, substring(raw, 1, 300))), 1,
+                             %(samples)s) AS samples
+           FROM {db}.dead_letters FINAL
+           GROUP BY reason ORDER BY records DESC, reason""",
+        {"samples": int(samples)})
+    return [{"reason": r["reason"], "records": int(r["records"]),
+             "last_received": r["last_received"].isoformat(),
+             "samples": [{"source": s, "detail": d, "raw": raw} for s, d, raw in r["samples"]]}
+            for r in rows]

@@ -19,28 +19,38 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from hotspots.contract import MEASURES
 from hotspots.settings import SinkSettings
 from sinks.store import Store
+from streams.rollup import RollupKey, rollup_row
 
 log = logging.getLogger(__name__)
 
 ROLLUP_COLUMNS = ("period", "res", "kind", "period_start", "cell", *MEASURES, "seq")
-EVENT_COLUMNS = ("event_id", "kind", "occurred_at", "week_start", "lat", "lon", "force",
-                 "operation", "cell8", "cell7", "cell6", *MEASURES, "payload")
+EVENT_COLUMNS = ("event_id", "kind", "occurred_at", "time_precision", "week_start", "month_start",
+                 "lat", "lon", "force", "operation", "cell8", "cell7", "cell6", *MEASURES, "payload")
 DEAD_LETTER_COLUMNS = ("reason", "source", "detail", "raw")
 
 
-def _rollup(row: dict[str, Any]) -> tuple[Any, ...]:
-    row = {**row, "period_start": date.fromisoformat(row["period_start"])}
-    return tuple(row[c] for c in ROLLUP_COLUMNS)
+def _rollup(key: bytes, value: bytes) -> list[tuple[Any, ...]]:
+    """A record of the worker's rollups changelog: key "period|res|cell|start|kind", full state."""
+    rkey = RollupKey.decode(orjson.loads(key))
+    row = rollup_row(rkey, orjson.loads(value))
+    row["period_start"] = rkey.start
+    return [tuple(row[c] for c in ROLLUP_COLUMNS)]
 
 
-def _event(row: dict[str, Any]) -> tuple[Any, ...]:
-    row = {**row, "occurred_at": datetime.fromisoformat(row["occurred_at"]),
-           "week_start": date.fromisoformat(row["week_start"])}
-    return tuple(row[c] for c in EVENT_COLUMNS)
+def _events(key: bytes, value: bytes) -> list[tuple[Any, ...]]:
+    """An envelope of accepted events (one per worker batch)."""
+    out = []
+    for row in orjson.loads(value):
+        row["occurred_at"] = datetime.fromisoformat(row["occurred_at"])
+        row["week_start"] = date.fromisoformat(row["week_start"])
+        row["month_start"] = date.fromisoformat(row["month_start"])
+        out.append(tuple(row[c] for c in EVENT_COLUMNS))
+    return out
 
 
-def _dead_letter(row: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(row[c] for c in DEAD_LETTER_COLUMNS)
+def _dead_letter(key: bytes, value: bytes) -> list[tuple[Any, ...]]:
+    row = orjson.loads(value)
+    return [tuple(row[c] for c in DEAD_LETTER_COLUMNS)]
 
 
 class BatchingSink:
@@ -50,16 +60,17 @@ class BatchingSink:
         self.store = store
         self.routes = {
             settings.rollups_topic: ("rollups", ROLLUP_COLUMNS, _rollup),
-            settings.accepted_topic: ("events", EVENT_COLUMNS, _event),
+            settings.accepted_topic: ("events", EVENT_COLUMNS, _events),
             settings.dlq_topic: ("dead_letters", DEAD_LETTER_COLUMNS, _dead_letter),
         }
         self.batches: dict[str, list[tuple[Any, ...]]] = {t: [] for t, _, _ in self.routes.values()}
         self.size = 0
 
-    def add(self, topic: str, value: bytes) -> None:
+    def add(self, topic: str, key: bytes, value: bytes) -> None:
         table, _, convert = self.routes[topic]
-        self.batches[table].append(convert(orjson.loads(value)))
-        self.size += 1
+        rows = convert(key, value)
+        self.batches[table].extend(rows)
+        self.size += len(rows)
 
     def flush(self) -> None:
         for table, columns, _ in self.routes.values():
@@ -98,7 +109,7 @@ class SinkLoop:
                 polled = self.consumer.poll(timeout_ms=100, max_records=self.settings.batch_max)
                 for tp, messages in polled.items():
                     for message in messages:
-                        self.sink.add(tp.topic, message.value)
+                        self.sink.add(tp.topic, message.key, message.value)
                     self.pending[tp] = messages[-1].offset + 1
                 due = time.monotonic() - last_flush >= self.settings.flush_interval
                 if self.pending and (self.sink.size >= self.settings.batch_max or due):

@@ -15,10 +15,10 @@ from typing import Any
 
 from hotspots.contract import MEASURES, Event, measures_of
 from hotspots.geo import RESOLUTIONS, cells_of
-from hotspots.periods import local_date, week_start
+from hotspots.periods import local_date, month_start, week_start
 
-# Weekly rollups at every resolution; daily ones at the coarsest only, so that
-# date-range summaries are exact without multiplying the number of keys.
+# Weekly and monthly rollups at every resolution; daily ones at the coarsest only, so
+# that date-range summaries are exact without multiplying the number of keys.
 DAILY_RES = 6
 
 
@@ -40,11 +40,15 @@ class RollupKey:
 
 
 def rollup_keys(event: Event) -> list[RollupKey]:
+    """Monthly keys for every event; weekly and daily ones only when the day is known."""
     cells = cells_of(event.lat, event.lon)
-    week = week_start(event.occurred_at)
-    keys = [RollupKey("week", res, cells[res], week, event.kind) for res in RESOLUTIONS]
-    keys.append(RollupKey("day", DAILY_RES, cells[DAILY_RES], local_date(event.occurred_at),
-                          event.kind))
+    month = month_start(event.occurred_at)
+    keys = [RollupKey("month", res, cells[res], month, event.kind) for res in RESOLUTIONS]
+    if event.time_precision != "month":
+        week = week_start(event.occurred_at)
+        keys += [RollupKey("week", res, cells[res], week, event.kind) for res in RESOLUTIONS]
+        keys.append(RollupKey("day", DAILY_RES, cells[DAILY_RES], local_date(event.occurred_at),
+                              event.kind))
     return keys
 
 
@@ -85,7 +89,9 @@ def accepted_row(event: Event, raw: bytes) -> dict[str, Any]:
     row: dict[str, Any] = {
         "event_id": event.event_id, "kind": event.kind,
         "occurred_at": event.occurred_at.isoformat(),
+        "time_precision": event.time_precision,
         "week_start": week_start(event.occurred_at).isoformat(),
+        "month_start": month_start(event.occurred_at).isoformat(),
         "lat": event.lat, "lon": event.lon, "force": event.force,
         "operation": event.operation or "",
         "cell8": cells[8], "cell7": cells[7], "cell6": cells[6],

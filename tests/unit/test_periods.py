@@ -108,5 +108,8 @@ def test_period_start():
     assert period_start(at, "day") == date(2023, 7, 17)
     assert period_start(at, "week") == date(2023, 7, 17)
     assert period_start(utc(2023, 7, 19, 12), "week") == date(2023, 7, 17)
+    assert period_start(at, "month") == date(2023, 7, 1)
+    # 23:30 UTC on 31 July is 00:30 on 1 August in London.
+    assert period_start(utc(2023, 7, 31, 23, 30), "month") == date(2023, 8, 1)
     with pytest.raises(ValueError, match="unknown period"):
-        period_start(at, "month")
+        period_start(at, "quarter")

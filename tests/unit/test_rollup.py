@@ -27,10 +27,13 @@ ARREST = Arrest(event_id="a-1", occurred_at=datetime(2023, 7, 16, 12, tzinfo=UTC
                 lat=51.7356, lon=0.4685, force="essex", charged=True)
 
 
-def test_rollup_keys_three_weekly_and_one_daily():
+def test_rollup_keys_three_monthly_three_weekly_and_one_daily():
     keys = rollup_keys(SEIZURE)
     cells = cells_of(SEIZURE.lat, SEIZURE.lon)
     assert keys == [
+        RollupKey("month", 8, cells[8], date(2023, 7, 1), "seizure"),
+        RollupKey("month", 7, cells[7], date(2023, 7, 1), "seizure"),
+        RollupKey("month", 6, cells[6], date(2023, 7, 1), "seizure"),
         RollupKey("week", 8, cells[8], date(2023, 7, 17), "seizure"),
         RollupKey("week", 7, cells[7], date(2023, 7, 17), "seizure"),
         RollupKey("week", 6, cells[6], date(2023, 7, 17), "seizure"),
@@ -46,8 +49,15 @@ def test_rollup_keys_three_weekly_and_one_daily():
 def test_rollup_keys_week_and_day_differ_midweek():
     keys = rollup_keys(ARREST)  # a Sunday afternoon
     assert {k.period: k.start for k in keys} == {"week": date(2023, 7, 10),
-                                                "day": date(2023, 7, 16)}
+                                                "day": date(2023, 7, 16),
+                                                "month": date(2023, 7, 1)}
     assert all(k.kind == "arrest" for k in keys)
+
+
+def test_month_precision_events_feed_monthly_rollups_only():
+    crime = SEIZURE.model_copy(update={"time_precision": "month"})
+    assert {k.period for k in rollup_keys(crime)} == {"month"}
+    assert len(rollup_keys(crime)) == 3
 
 
 def test_rollup_key_round_trip():
@@ -106,8 +116,8 @@ def test_rollup_row_shape():
     row = rollup_row(key, state)
     assert list(row) == ["period", "res", "cell", "period_start", "kind", "seq", *MEASURES]
     assert set(row) == set(ROLLUP_COLUMNS)  # exactly what the sink writes
-    assert row["period"] == "week" and row["res"] == 8 and row["cell"] == key.cell
-    assert row["period_start"] == "2023-07-17" and row["kind"] == "seizure" and row["seq"] == 1
+    assert row["period"] == "month" and row["res"] == 8 and row["cell"] == key.cell
+    assert row["period_start"] == "2023-07-01" and row["kind"] == "seizure" and row["seq"] == 1
     assert {m: row[m] for m in MEASURES} == {
         "count": 1, "charged": 0, "executed": 0, "weapons": 2, "drugs_mg": 1500,
         "cash_pence": 25075, "sentence_months": 0, "people": 0}

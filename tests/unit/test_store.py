@@ -29,7 +29,7 @@ from sinks import queries
 from sinks.queries import QueryError
 from sinks.sink import ROLLUP_COLUMNS, BatchingSink
 from sinks.store import SCHEMA
-from streams.rollup import accepted_row, apply, rollup_keys, rollup_row
+from streams.rollup import accepted_row, apply, rollup_keys
 
 CHELMSFORD = (51.7356, 0.4685)
 BASILDON = (51.5761, 0.4886)
@@ -45,28 +45,29 @@ def arrest(n: int, when: datetime, where=CHELMSFORD, charged: bool = True) -> Ar
                   force="essex", charged=charged)
 
 
-def worker_output(events: list[Event]) -> tuple[list[bytes], list[bytes]]:
-    """What the worker publishes for these events, read from one partition in order:
-    the full state of every rollup key an event touched, and each accepted event."""
+def worker_output(events: list[Event]) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
+    """What the worker publishes for these events, read from one partition in order: the
+    full state of every rollup key an event touched (the rollups table's changelog records,
+    key and value), and the accepted events (here one per envelope)."""
     states: dict[str, dict] = {}
     rollups, accepted = [], []
     for offset, event in enumerate(events):
         for key in rollup_keys(event):
             name = key.encode()
             states[name], _ = apply(states.get(name), measures_of(event), 0, offset)
-            rollups.append(orjson.dumps(rollup_row(key, states[name])))
-        accepted.append(orjson.dumps(accepted_row(event, encode_event(event))))
+            rollups.append((orjson.dumps(name), orjson.dumps(states[name])))
+        accepted.append(orjson.dumps([accepted_row(event, encode_event(event))]))
     return rollups, accepted
 
 
 def write(store, settings, rollups=(), accepted=(), dead=()) -> None:
     sink = BatchingSink(store, settings)
-    for value in rollups:
-        sink.add(settings.rollups_topic, value)
+    for key, value in rollups:
+        sink.add(settings.rollups_topic, key, value)
     for value in accepted:
-        sink.add(settings.accepted_topic, value)
+        sink.add(settings.accepted_topic, None, value)
     for value in dead:
-        sink.add(settings.dlq_topic, value)
+        sink.add(settings.dlq_topic, None, value)
     assert sink.size == len(rollups) + len(accepted) + len(dead)
     sink.flush()
     assert sink.size == 0 and not any(sink.batches.values())
@@ -154,12 +155,12 @@ def test_redelivered_batch_changes_no_answer(store, sink_settings):
 
 
 def test_higher_seq_replaces_lower(store, sink_settings):
-    key = rollup_keys(arrest(1, at(2033, 2, 1)))[0]
+    key = next(k for k in rollup_keys(arrest(1, at(2033, 2, 1))) if k.period == "week")
     state = None
     seen = []
     for offset in range(3):
         state, _ = apply(state, (1, 1, 0, 0, 0, 0, 0, 0), 0, offset)
-        seen.append(orjson.dumps(rollup_row(key, state)))
+        seen.append((orjson.dumps(key.encode()), orjson.dumps(state)))
 
     def count() -> int:
         (row,) = queries.cells(store, date(2033, 2, 1), date(2033, 2, 1))
@@ -203,7 +204,7 @@ def test_top_orders_by_count_then_cell(store, sink_settings):
     ("call", "message"),
     [
         (lambda s: queries.cells(s, date(2030, 1, 1), date(2030, 2, 1), res=9), "resolution"),
-        (lambda s: queries.cells(s, date(2030, 1, 1), date(2030, 2, 1), period="month"),
+        (lambda s: queries.cells(s, date(2030, 1, 1), date(2030, 2, 1), period="quarter"),
          "period"),
         (lambda s: queries.cells(s, date(2030, 1, 1), date(2030, 2, 1), res=8, period="day"),
          "daily rollups"),
