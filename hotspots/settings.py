@@ -94,8 +94,8 @@ class WorkerSettings(_Common):
     app_id: str = Field("hotspots-worker", description="Faust app id, also its consumer group.")
     commit_interval: float = Field(1.0, gt=0, description="Seconds between offset commits.")
     linger_ms: int = Field(20, ge=0, description="Worker producer linger: batching of changelog writes.")
-    batch_max: int = Field(2000, ge=1, description="Events folded together before their keys are written.")
-    batch_within: float = Field(0.1, gt=0, description="Seconds to wait to fill a batch.")
+    fold_batch: int = Field(2000, ge=1, description="Events folded together before their keys are written.")
+    fold_within: float = Field(0.1, gt=0, description="Seconds the worker waits to fill a fold batch.")
 
 
 class SinkSettings(_Common):

@@ -117,7 +117,7 @@ def build_app(settings: WorkerSettings) -> faust.App:
 
     @app.agent(events, name="aggregate")
     async def aggregate(stream: Any) -> None:
-        async for batch in stream.take_events(settings.batch_max, within=settings.batch_within):
+        async for batch in stream.take_events(settings.fold_batch, within=settings.fold_within):
             fold(batch)
 
     return app

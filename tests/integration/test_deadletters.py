@@ -100,7 +100,10 @@ def test_malformed_records_are_dead_lettered_with_their_reason(live_stack, tmp_p
         producer.send(topic, value=raw)
     for ev in good_raw[len(raw_bad):]:
         producer.send(topic, value=encode_event(ev))
-    # The same event id with other content, after the original was counted.
+    producer.flush()
+    run_cli(live_stack, "wait", "--timeout", "300")
+    # The same event id with other content, once the original is counted. (Sent earlier, with
+    # no key, the two could reach the id's partition in either order: the first one wins.)
     producer.send(topic, value=encode_event(good_raw[0].model_copy(update={"charged": False})))
     producer.flush()
     producer.close()

@@ -71,14 +71,14 @@ Scenario = Callable[[Any], Awaitable[None]]
 
 def run(tmp_path, partitions: int, scenario: Scenario) -> faust.App:
     """Build the worker app and run ``scenario(agent_ctx)`` inside the agent's test context."""
-    settings = WorkerSettings(data_dir=tmp_path, partitions=partitions, batch_within=0.3)
+    settings = WorkerSettings(data_dir=tmp_path, partitions=partitions, fold_within=0.3)
     app = build_app(settings)
 
     async def main() -> None:
         async with app.agents["aggregate"].test_context() as agent:
             await scenario(agent)
             await agent.put(SENTINEL, key=b"sentinel")
-            await asyncio.sleep(settings.batch_within * 3)
+            await asyncio.sleep(settings.fold_within * 3)
 
     asyncio.run(asyncio.wait_for(main(), timeout=30))
     return app
