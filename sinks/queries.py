@@ -54,12 +54,34 @@ def top(store: Store, week: date, kind: str, res: int = 8, limit: int = 10) -> l
              AND kind = %(kind)s AND count > 0
            ORDER BY count DESC, cell LIMIT %(limit)s""",
         {"res": res, "week": week, "kind": kind, "limit": int(limit)})
+    shown = KIND_MEASURES.get(kind, ())
     return [{"rank": i + 1, "cell": to_str(r["cell"]), "week_start": week.isoformat(), "kind": kind,
-             "count": int(r["count"]), "charged": int(r["charged"]),
-             "executed": int(r["executed"]), "weapons": int(r["weapons"]),
-             "drugs_grams": r["drugs_mg"] / 1000, "cash_gbp": r["cash_pence"] / 100,
-             "sentence_months": int(r["sentence_months"]), "people": int(r["people"])}
+             "count": int(r["count"]), **{_LABEL.get(m, m): _present(m, r[m]) for m in shown}}
             for i, r in enumerate(rows)]
+
+
+# The measures that mean something for each kind, as top lists show them.
+KIND_MEASURES: dict[str, tuple[str, ...]] = {
+    "arrest": ("charged",),
+    "seizure": ("weapons", "drugs_mg", "cash_pence"),
+    "warrant": ("executed",),
+    "safeguarding": ("people",),
+    "gang_injunction": ("people",),
+    "risk_order": ("people",),
+    "court_outcome": ("sentence_months",),
+}
+
+
+_LABEL = {"drugs_mg": "drugs_grams", "cash_pence": "cash_gbp"}
+
+
+def _present(measure: str, value: int) -> Any:
+    """Integer units inside, familiar units at the edge."""
+    if measure == "drugs_mg":
+        return value / 1000
+    if measure == "cash_pence":
+        return value / 100
+    return int(value)
 
 
 def summary(store: Store, start: date, end: date) -> dict[str, Any]:
