@@ -222,10 +222,10 @@ def replay_police_uk(data_dir: Path | None, files: tuple[Path, ...], rate: float
 
 
 def _api_or_local(config: stack.StackConfig, path: str, params: dict[str, Any],
-                  local: Any) -> Any:
+                  local: Any, timeout: float = 60) -> Any:
     """Ask the running API; with no stack running, open the embedded store directly."""
     try:
-        response = httpx.get(f"{config.api_url}{path}", params=params, timeout=60)
+        response = httpx.get(f"{config.api_url}{path}", params=params, timeout=timeout)
     except httpx.TransportError:
         if stack.status(config)["sink"]["running"]:
             _fail(f"the sink is running but its API at {config.api_url} does not answer")
@@ -326,6 +326,56 @@ def query_dlq(data_dir: Path | None, samples: int, fmt: str) -> None:
     data = _api_or_local(_config(data_dir), "/v1/dlq", {"samples": samples},
                          lambda store: queries.dead_letters(store, samples))
     click.echo(render(data, fmt))
+
+
+@query.command("gistar")
+@DATA_DIR
+@click.option("--period", type=click.Choice(["week", "month"]), required=True)
+@click.option("--start", type=DATE, required=True, help="The week's Monday or the month's 1st.")
+@click.option("--kind", required=True)
+@click.option("--res", type=click.IntRange(6, 8), default=8, show_default=True)
+@click.option("--k", "k", type=click.IntRange(1, 5), default=1, show_default=True,
+              help="Neighbourhood: each cell's k-ring, itself included.")
+@FORMAT
+def query_gistar(data_dir: Path | None, period: str, start: Any, kind: str, res: int, k: int,
+                 fmt: str) -> None:
+    """Getis-Ord Gi* hot and cold spots, with FDR-adjusted q and ArcGIS-style bins (-3..3)."""
+    from sinks.gistar import gistar
+    from sinks.queries import QueryError
+
+    s = start.date()
+
+    def local(store: Any) -> Any:
+        try:
+            return gistar(store, period, s, kind, res, k)
+        except QueryError as exc:
+            _fail(str(exc), code=2)
+
+    data = _api_or_local(_config(data_dir), "/v1/gistar",
+                         {"period": period, "start": _iso(s), "kind": kind, "res": res, "k": k},
+                         local)
+    click.echo(render(data, fmt))
+
+
+@main.command("reconcile")
+@DATA_DIR
+@click.option("--from", "start", type=DATE, default=None,
+              help="Check periods overlapping this London date onwards (default: all).")
+@click.option("--to", "end", type=DATE, default=None, help="... up to this date (default: all).")
+@click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="table",
+              show_default=True, help="Output format.")
+def reconcile_cmd(data_dir: Path | None, start: Any, end: Any, fmt: str) -> None:
+    """Recompute every rollup from the raw events and compare; exit 4 on drift or duplicate ids."""
+    from sinks.reconcile import reconcile, summary_text
+
+    s, e = (start.date() if start else None), (end.date() if end else None)
+    if s and e and s > e:
+        _fail(f"--from {_iso(s)} is after --to {_iso(e)}", code=2)
+    params = {name: _iso(day) for name, day in (("from", s), ("to", e)) if day}
+    data = _api_or_local(_config(data_dir), "/v1/reconcile", params,
+                         lambda store: reconcile(store, s, e), timeout=600)
+    click.echo(render(data, "json") if fmt == "json" else summary_text(data))
+    sys.exit(0 if data["ok"] else 4)
 
 
 @main.group()

@@ -64,7 +64,10 @@ class _Event(BaseModel):
     @classmethod
     def _to_utc(cls, value: datetime) -> datetime:
         # One spelling per instant, so a re-send written with another offset is the same event.
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:  # e.g. 9999-12-31T23:59-12:00 is past year 9999 in UTC
+            raise ValueError("occurred_at is out of range once converted to UTC") from None
 
     @field_validator("occurred_at", mode="before")
     @classmethod

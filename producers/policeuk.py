@@ -19,6 +19,7 @@ import csv
 import gzip
 import hashlib
 import io
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,6 +39,11 @@ STOP_SEARCH_COLUMNS = ("Type", "Date", "Part of a policing operation", "Policing
                        "Officer-defined ethnicity", "Legislation", "Object of search", "Outcome",
                        "Outcome linked to object of search",
                        "Removal of more than just outer clothing")
+
+
+# What a damaged file raises while being read: bad CSV, bad UTF-8, a truncated gzip (EOFError),
+# a bad gzip header or CRC (OSError), a corrupt deflate stream (zlib.error).
+_UNREADABLE = (csv.Error, UnicodeDecodeError, OSError, EOFError, zlib.error)
 
 
 class ReplayError(ValueError):
@@ -139,7 +145,7 @@ def read_file(path: Path, report: ReplayReport,
             header = tuple(h.strip() for h in next(reader))
         except StopIteration:
             raise ReplayError(f"{path}: empty file") from None
-        except (csv.Error, UnicodeDecodeError, OSError, EOFError) as exc:
+        except _UNREADABLE as exc:
             raise ReplayError(f"{path}: unreadable header ({exc})") from None
         if header == STREET_COLUMNS:
             street = True
@@ -155,7 +161,7 @@ def read_file(path: Path, report: ReplayReport,
                 values = next(reader)
             except StopIteration:
                 return
-            except (csv.Error, UnicodeDecodeError, OSError, EOFError) as exc:
+            except _UNREADABLE as exc:
                 report.skipped["unreadable_tail"] += 1
                 raise ReplayError(f"{path}: unreadable after row {number} ({exc})") from None
             number += 1

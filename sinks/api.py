@@ -12,6 +12,8 @@ from fastapi.responses import JSONResponse
 from hotspots import __version__
 from hotspots.periods import parse_iso_week
 from sinks import queries
+from sinks.gistar import gistar
+from sinks.reconcile import reconcile
 from sinks.store import Store
 
 
@@ -45,5 +47,15 @@ def build_api(store: Store, health: Callable[[], dict[str, Any]]) -> FastAPI:
     @api.get("/v1/dlq")
     def get_dlq(samples: int = Query(3, ge=0, le=100)) -> Any:
         return guarded(lambda: queries.dead_letters(store, samples))
+
+    @api.get("/v1/gistar")
+    def get_gistar(period: str, start: date, kind: str, res: int = 8, k: int = 1) -> Any:
+        return guarded(lambda: gistar(store, period, start, kind, res, k))
+
+    @api.get("/v1/reconcile")
+    def get_reconcile(start: date | None = Query(None, alias="from"),
+                      end: date | None = Query(None, alias="to")) -> Any:
+        """Rollups recomputed from the raw events and compared with the stored ones."""
+        return guarded(lambda: reconcile(store, start, end))
 
     return api
