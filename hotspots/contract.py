@@ -40,11 +40,12 @@ _NUMBER = re.compile(r"-?\d+(\.\d*)?")
 
 
 class _Event(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    # strict: "51.7" is not a latitude and "yes" is not a boolean, as the JSON Schema says.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, strict=True)
 
     v: Literal[1] = CONTRACT_VERSION
     event_id: EventId
-    occurred_at: AwareDatetime
+    occurred_at: Annotated[AwareDatetime, Field(strict=False)]  # an ISO 8601 string in JSON
     # How much of occurred_at is known. Month-precision events (police.uk street crime)
     # feed monthly rollups only; weekly and daily rollups need day precision or better.
     time_precision: TimePrecision = "instant"
@@ -355,6 +356,10 @@ def dead_letter(raw: bytes, reason: str, detail: str, source: str) -> dict[str, 
 def json_schema() -> str:
     """The contract as JSON Schema (draft 2020-12), stable text for committing and diffing."""
     schema = _event_adapter.json_schema(mode="validation")
+    for model in schema.get("$defs", {}).values():
+        # Models default kind for convenience in Python; on the wire it is required.
+        if "kind" in model.get("properties", {}) and "kind" not in model.get("required", []):
+            model["required"] = ["kind", *model.get("required", [])]
     schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
               "$id": "https://hotspots.invalid/contract/events.v1.schema.json",
               "title": f"hotspots event contract v{CONTRACT_VERSION}", **schema}

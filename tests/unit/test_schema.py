@@ -95,27 +95,22 @@ def test_invalid_records_are_refused_by_both(validator, case):
     assert refused.value.reason == reason
 
 
-# Known disagreements between the schema and parse_event, kept visible: strict xfails start
-# failing (and must be removed) the day the contract is brought into line.
+# The schema and parse_event agree: the models are strict, and kind is required on the wire.
 LAX = {
-    # pydantic's lax mode coerces numeric and boolean strings; the schema says number/boolean.
     "numeric string latitude": {**minimal("seizure"), "lat": "51.7"},
     "string boolean": {**minimal("warrant"), "executed": "yes"},
     "string integer": {**minimal("court_outcome"), "sentence_months": "30"},
 }
 
 
-@pytest.mark.xfail(strict=True, reason="parse_event coerces strings the schema refuses")
 @pytest.mark.parametrize("case", LAX, ids=list(LAX))
 def test_schema_and_parser_agree_on_string_coercion(validator, case):
     record = LAX[case]
     assert list(validator.iter_errors(record))  # the schema refuses it...
     with pytest.raises(InvalidEvent):
-        parse_event(record)  # ...and parse_event accepts it
+        parse_event(record)  # ...and so does parse_event
 
 
-@pytest.mark.xfail(strict=True, reason="kind has a default in the models, so the schema does "
-                                       "not require it; parse_event does")
 def test_schema_requires_kind(validator):
     record = {k: v for k, v in minimal("warrant").items() if k != "kind"}
     with pytest.raises(InvalidEvent) as refused:
