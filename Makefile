@@ -51,7 +51,7 @@ test-integration: install kafka-jars ## Integration tests against the real local
 	$(BIN)/pytest tests/integration -q -m integration
 
 lint: install ## ruff and mypy
-	$(BIN)/ruff check hotspots producers streams sinks tests
+	$(BIN)/ruff check hotspots producers streams sinks tests bench
 	$(BIN)/mypy
 
 verify-compose: install ## Check docker-compose.yml parses and follows the project's rules

@@ -222,10 +222,10 @@ def replay_police_uk(data_dir: Path | None, files: tuple[Path, ...], rate: float
 
 
 def _api_or_local(config: stack.StackConfig, path: str, params: dict[str, Any],
-                  local: Any, timeout: float = 60) -> Any:
+                  local: Any, timeout: float = 60, method: str = "GET") -> Any:
     """Ask the running API; with no stack running, open the embedded store directly."""
     try:
-        response = httpx.get(f"{config.api_url}{path}", params=params, timeout=timeout)
+        response = httpx.request(method, f"{config.api_url}{path}", params=params, timeout=timeout)
     except httpx.TransportError:
         if stack.status(config)["sink"]["running"]:
             _fail(f"the sink is running but its API at {config.api_url} does not answer")
@@ -357,6 +357,177 @@ def query_gistar(data_dir: Path | None, period: str, start: Any, kind: str, res:
     click.echo(render(data, fmt))
 
 
+def _checked(run: Any) -> Any:
+    """Run a local query; a bad argument exits 2 with the query's own message."""
+    from sinks.queries import QueryError
+
+    def local(store: Any) -> Any:
+        try:
+            return run(store)
+        except QueryError as exc:
+            _fail(str(exc), code=2)
+
+    return local
+
+
+LIMIT = click.option("--limit", type=click.IntRange(1, 10_000), default=None,
+                     help="At most this many rows (default: all).")
+
+
+@query.command("change")
+@DATA_DIR
+@click.option("--period", type=click.Choice(["week", "month"]), required=True)
+@click.option("--start", type=DATE, required=True, help="The week's Monday or the month's 1st.")
+@click.option("--kind", required=True)
+@click.option("--res", type=click.IntRange(6, 8), default=8, show_default=True)
+@click.option("--mode", type=click.Choice(["pop", "4v4"]), default="pop", show_default=True,
+              help="pop: against the previous period; 4v4: 4 weeks ending --start against the 4 before.")
+@LIMIT
+@FORMAT
+def query_change(data_dir: Path | None, period: str, start: Any, kind: str, res: int, mode: str,
+                 limit: int | None, fmt: str) -> None:
+    """Change per cell, current against previous window, biggest rise first (p: binomial test)."""
+    from sinks.trends import change
+
+    s = start.date()
+    params: dict[str, Any] = {"period": period, "start": _iso(s), "kind": kind, "res": res,
+                              "mode": mode}
+    if limit:
+        params["limit"] = limit
+    data = _api_or_local(_config(data_dir), "/v1/change", params,
+                         _checked(lambda store: change(store, period, s, kind, res, mode, limit)))
+    click.echo(render(data, fmt))
+
+
+@query.command("smoothed")
+@DATA_DIR
+@click.option("--period", type=click.Choice(["week", "month"]), required=True)
+@click.option("--start", type=DATE, required=True, help="The week's Monday or the month's 1st.")
+@click.option("--kind", required=True)
+@click.option("--res", type=click.IntRange(6, 8), default=8, show_default=True)
+@click.option("--k", "k", type=click.IntRange(1, 5), default=1, show_default=True,
+              help="Kernel: the mean over each cell's k-ring, itself included.")
+@LIMIT
+@FORMAT
+def query_smoothed(data_dir: Path | None, period: str, start: Any, kind: str, res: int, k: int,
+                   limit: int | None, fmt: str) -> None:
+    """k-ring smoothed intensity per cell, highest first, with the raw count."""
+    from sinks.trends import smoothed
+
+    s = start.date()
+    params: dict[str, Any] = {"period": period, "start": _iso(s), "kind": kind, "res": res, "k": k}
+    if limit:
+        params["limit"] = limit
+    data = _api_or_local(_config(data_dir), "/v1/smoothed", params,
+                         _checked(lambda store: smoothed(store, period, s, kind, res, k, limit)))
+    click.echo(render(data, fmt))
+
+
+@query.command("events")
+@DATA_DIR
+@click.option("--cell", required=True, help="An H3 cell at resolution 6, 7 or 8.")
+@click.option("--period", type=click.Choice(["week", "month"]), required=True)
+@click.option("--start", type=DATE, required=True, help="The week's Monday or the month's 1st.")
+@click.option("--kind", default=None)
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
+@FORMAT
+def query_events(data_dir: Path | None, cell: str, period: str, start: Any, kind: str | None,
+                 limit: int, fmt: str) -> None:
+    """Drill down: the events in one cell and period, earliest first."""
+    from sinks.trends import drill
+
+    s = start.date()
+    params: dict[str, Any] = {"cell": cell, "period": period, "start": _iso(s), "limit": limit}
+    if kind:
+        params["kind"] = kind
+    data = _api_or_local(_config(data_dir), "/v1/events", params,
+                         _checked(lambda store: drill(store, cell, period, s, kind, limit)))
+    if fmt != "json":  # one text column for the measures, which differ by kind
+        data = [{**r, "measures": " ".join(f"{k}={v}" for k, v in r["measures"].items())}
+                for r in data]
+    click.echo(render(data, fmt))
+
+
+WEEK = click.option("--week", required=True, help="ISO week, e.g. 2023-W05: the last week analysed.")
+EHSA_WEEKS = click.option("--weeks", type=click.IntRange(10, 260), default=12, show_default=True,
+                          help="Weeks analysed, ending with --week.")
+EHSA_K = click.option("--k", "k", type=click.IntRange(1, 5), default=1, show_default=True,
+                      help="Gi* neighbourhood: each cell's k-ring, itself included.")
+
+
+def _ehsa_call(data_dir: Path | None, path: str, week: str, kind: str, res: int, weeks: int, k: int,
+               run: Any, method: str = "GET") -> Any:
+    """Emerging hot spots through the API, or locally with ``run(store, config, monday)``."""
+    from hotspots.periods import parse_iso_week
+    from sinks.ehsa import TransitionPublishError
+    from sinks.queries import QueryError
+
+    try:
+        monday = parse_iso_week(week)
+    except ValueError as exc:
+        _fail(str(exc), code=2)
+    config = _config(data_dir)
+
+    def local(store: Any) -> Any:
+        try:
+            return run(store, config, monday)
+        except QueryError as exc:
+            _fail(str(exc), code=2)
+        except TransitionPublishError as exc:
+            _fail(str(exc))
+
+    return _api_or_local(config, path, {"week": week, "kind": kind, "res": res, "weeks": weeks,
+                                        "k": k}, local, timeout=600, method=method)
+
+
+@query.command("ehsa")
+@DATA_DIR
+@WEEK
+@click.option("--kind", required=True)
+@click.option("--res", type=click.IntRange(6, 8), default=8, show_default=True)
+@EHSA_WEEKS
+@EHSA_K
+@FORMAT
+def query_ehsa(data_dir: Path | None, week: str, kind: str, res: int, weeks: int, k: int,
+               fmt: str) -> None:
+    """Emerging hot spots: ArcGIS's 17 classes from weekly Gi* and a Mann-Kendall trend."""
+    from sinks.ehsa import ehsa
+
+    data = _ehsa_call(data_dir, "/v1/ehsa", week, kind, res, weeks, k,
+                      lambda store, _cfg, monday: ehsa(store, monday, kind, res, weeks, k))
+    click.echo(render(data, fmt))
+
+
+@main.group("ehsa")
+def ehsa_group() -> None:
+    """Emerging hot spot classes kept in the store, and their transitions."""
+
+
+@ehsa_group.command("update")
+@DATA_DIR
+@WEEK
+@click.option("--kind", required=True)
+@click.option("--res", type=click.IntRange(6, 8), default=8, show_default=True)
+@EHSA_WEEKS
+@EHSA_K
+@FORMAT
+def ehsa_update(data_dir: Path | None, week: str, kind: str, res: int, weeks: int, k: int,
+                fmt: str) -> None:
+    """Store the week's classes; publish each cell's class change to the transitions topic."""
+    from sinks.ehsa import kafka_publisher, update_classes
+
+    def run(store: Any, config: stack.StackConfig, monday: date) -> Any:
+        publish = kafka_publisher(SinkSettings(bootstrap=config.bootstrap,
+                                               topic_prefix=config.topic_prefix))
+        try:
+            return update_classes(store, monday, kind, res, weeks, k, publish)
+        finally:
+            publish.close()
+
+    data = _ehsa_call(data_dir, "/v1/ehsa/update", week, kind, res, weeks, k, run, method="POST")
+    click.echo(render(data, fmt))
+
+
 @main.command("reconcile")
 @DATA_DIR
 @click.option("--from", "start", type=DATE, default=None,
@@ -376,6 +547,82 @@ def reconcile_cmd(data_dir: Path | None, start: Any, end: Any, fmt: str) -> None
                          lambda store: reconcile(store, s, e), timeout=600)
     click.echo(render(data, "json") if fmt == "json" else summary_text(data))
     sys.exit(0 if data["ok"] else 4)
+
+
+def _gis_local(run: Any) -> Any:
+    """Run a local GIS query; a bad argument or boundaries file exits 2 with its message."""
+
+    def local(store: Any) -> Any:
+        try:
+            return run(store)
+        except ValueError as exc:  # QueryError, BoundaryError
+            _fail(str(exc), code=2)
+
+    return local
+
+
+@query.command("districts")
+@DATA_DIR
+@click.option("--period", type=click.Choice(["week", "month"]), required=True)
+@click.option("--start", type=DATE, required=True, help="The week's Monday or the month's 1st.")
+@click.option("--kind", required=True)
+@click.option("--res", type=click.IntRange(6, 8), default=8, show_default=True)
+@click.option("--boundaries", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="District outlines, GeoJSON or GeoPackage [default: HOTSPOTS_BOUNDARIES of the API].")
+@click.option("--name-property", default="name", show_default=True,
+              help="The property naming each district in --boundaries.")
+@FORMAT
+def query_districts(data_dir: Path | None, period: str, start: Any, kind: str, res: int,
+                    boundaries: Path | None, name_property: str, fmt: str) -> None:
+    """Counts per district (each H3 cell placed by its centre), zeros too, then "outside"."""
+    from sinks import gis, queries
+
+    s = start.date()
+    try:
+        gis.check_period(period, s, kind)
+        bounds = gis.load_districts(boundaries, name_property) if boundaries else None
+    except ValueError as exc:
+        _fail(str(exc), code=2)
+    config = _config(data_dir)
+    if bounds is None:  # the API's own setting, or this shell's when the stack is down
+        params = {"period": period, "start": _iso(s), "kind": kind, "res": res}
+        data = _api_or_local(config, "/v1/districts", params, _gis_local(
+            lambda store: gis.district_rollup(store, SinkSettings().boundaries, period, s, kind, res)))
+    else:  # cells from the API or store, placed in these districts here
+        params = {"from": _iso(s), "to": _iso(s), "res": res, "period": period, "kind": kind}
+        rows = _api_or_local(config, "/v1/cells", params, _gis_local(
+            lambda store: queries.cells(store, s, s, res, period, kind)))
+        data = gis.rollup_cells(rows, bounds)
+    click.echo(render(data, fmt))
+
+
+@main.group()
+def export() -> None:
+    """Write hotspots as GIS files (EPSG:4326)."""
+
+
+@export.command("cells")
+@DATA_DIR
+@click.option("--from", "start", type=DATE, required=True)
+@click.option("--to", "end", type=DATE, required=True)
+@click.option("--res", type=click.IntRange(6, 8), default=8, show_default=True)
+@click.option("--period", type=click.Choice(["week", "month"]), default="week", show_default=True)
+@click.option("--kind", default=None)
+@click.option("--format", "fmt", type=click.Choice(["geojson", "gpkg"]), required=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def export_cells(data_dir: Path | None, start: Any, end: Any, res: int, period: str,
+                 kind: str | None, fmt: str, out: Path) -> None:
+    """`query cells` as hexagons: GeoJSON, or a GeoPackage with layer "hotspots"."""
+    from sinks import gis, queries
+
+    s, e = start.date(), end.date()
+    params: dict[str, Any] = {"from": _iso(s), "to": _iso(e), "res": res, "period": period}
+    if kind:
+        params["kind"] = kind
+    rows = _api_or_local(_config(data_dir), "/v1/cells", params, _gis_local(
+        lambda store: queries.cells(store, s, e, res, period, kind)))
+    path = gis.export(gis.cells_frame(rows), out, fmt)
+    click.echo(f"wrote {len(rows)} cells to {path} ({fmt})")
 
 
 @main.group()
@@ -426,6 +673,65 @@ def kafka_fetch() -> None:
     except BrokerError as exc:
         _fail(str(exc))
     click.echo(f"kafka jars in {path}")
+
+
+HARM_OPTIONS = (click.option("--period", type=click.Choice(["week", "month"]), required=True),
+                click.option("--start", type=DATE, required=True,
+                             help="The week's Monday or the month's 1st."),
+                click.option("--res", type=click.IntRange(6, 8), default=8, show_default=True),
+                click.option("--no-proactive", is_flag=True,
+                             help="Leave out police-detected Drugs and Possession of weapons (as the CCHI)."))
+
+
+def _harm_query(name: str, doc: str) -> None:
+    """`query harm` and `query gap`: the same options, one function of sinks.harm each."""
+
+    def command(data_dir: Path | None, period: str, start: Any, res: int, no_proactive: bool,
+                fmt: str) -> None:
+        from sinks import harm
+
+        s, fn = start.date(), getattr(harm, name)
+        params = {"period": period, "start": _iso(s), "res": res, "proactive": not no_proactive}
+        data = _api_or_local(_config(data_dir), f"/v1/{name}", params,
+                             _checked(lambda store: fn(store, period, s, res, not no_proactive)))
+        click.echo(render(data, fmt))
+
+    command.__doc__ = doc
+    for option in reversed((DATA_DIR, *HARM_OPTIONS, FORMAT)):  # as if stacked decorators
+        command = option(command)
+    query.command(name)(command)
+
+
+_harm_query("harm", "Recorded crime weighted by CCHI-style harm-days per cell, most harmful first.")
+_harm_query("gap", "Harm rank against enforcement rank per cell; positive gap = under-enforced.")
+
+
+@main.command("priorities")
+@DATA_DIR
+@click.option("--as-of", "as_of", type=DATE, default=None, help="Last day counted (default: today).")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["csv", "html", "json", "table"]),
+              default="table", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write here instead of standard output.")
+def priorities_cmd(data_dir: Path | None, as_of: Any, limit: int, fmt: str, out: Path | None) -> None:
+    """Warrant priorities: res-8 cells ranked by an explainable score, for the tasking meeting."""
+    from datetime import datetime
+
+    from hotspots.periods import LONDON
+    from sinks.priorities import priorities
+    from sinks.priorities_pack import priorities_csv, priorities_html
+
+    day = as_of.date() if as_of else datetime.now(LONDON).date()
+    rows = _api_or_local(_config(data_dir), "/v1/priorities", {"as_of": _iso(day), "limit": limit},
+                         lambda store: priorities(store, day, limit))
+    text = (priorities_csv(rows) if fmt == "csv" else priorities_html(rows, day) if fmt == "html"
+            else render(rows, fmt) + "\n")
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+        click.echo(f"{len(rows)} cells written to {out}")
 
 
 if __name__ == "__main__":

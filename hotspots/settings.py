@@ -34,6 +34,9 @@ class _Common(BaseSettings):
                                description="Accepted area min_lon,min_lat,max_lon,max_lat (default: UK).")
     max_future_hours: float = Field(24.0, ge=0,
                                     description="Hours past now an event's time may be before refusal.")
+    boundaries: Path | None = Field(
+        None, description="District outlines (GeoJSON/GeoPackage, a `name` property per polygon) "
+                          "for district rollups when none is given explicitly. Unset: none.")
 
     @field_validator("accepted_area")
     @classmethod
@@ -64,6 +67,11 @@ class _Common(BaseSettings):
     @property
     def dlq_topic(self) -> str:
         return f"{self.topic_prefix}.deadletter.v1"
+
+    @property
+    def transitions_topic(self) -> str:
+        """Emerging hot spot class changes (sinks.ehsa), keyed by cell."""
+        return f"{self.topic_prefix}.transitions.v1"
 
     @property
     def run_dir(self) -> Path:

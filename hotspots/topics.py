@@ -21,6 +21,7 @@ def topic_specs(settings: _Common) -> list[NewTopic]:
         # Rollup updates carry a key's full state: only the latest per key matters.
         NewTopic(settings.rollups_topic, n, 1, topic_configs={"cleanup.policy": "compact"}),
         NewTopic(settings.dlq_topic, 1, 1),
+        NewTopic(settings.transitions_topic, 1, 1),
     ]
 
 

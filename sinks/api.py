@@ -12,13 +12,20 @@ from fastapi.responses import JSONResponse
 from hotspots import __version__
 from hotspots.periods import parse_iso_week
 from sinks import queries
+from sinks.ehsa_api import ehsa_router
 from sinks.gistar import gistar
+from sinks.priorities_api import priorities_router
 from sinks.reconcile import reconcile
 from sinks.store import Store
+from sinks.trends import change, drill, smoothed
 
 
-def build_api(store: Store, health: Callable[[], dict[str, Any]]) -> FastAPI:
+def build_api(store: Store, health: Callable[[], dict[str, Any]],
+              transitions_publisher: Callable[[], Callable[[dict[str, Any]], None]] | None = None,
+              ) -> FastAPI:
     api = FastAPI(title="hotspots", version=__version__)
+    api.include_router(ehsa_router(store, transitions_publisher))  # /v1/ehsa, /v1/ehsa/update
+    api.include_router(priorities_router(store))  # /v1/harm, /v1/gap, /v1/priorities[.csv|.html]
 
     def guarded(fn: Callable[[], Any]) -> Any:
         try:
@@ -40,6 +47,25 @@ def build_api(store: Store, health: Callable[[], dict[str, Any]]) -> FastAPI:
                   res: int = 8, period: str = "week", kind: str | None = None) -> Any:
         return guarded(lambda: queries.cells(store, start, end, res, period, kind))
 
+    @api.get("/v1/cells.geojson")
+    def get_cells_geojson(start: date = Query(alias="from"), end: date = Query(alias="to"),
+                          res: int = 8, period: str = "week", kind: str | None = None) -> Any:
+        """/v1/cells as a GeoJSON FeatureCollection of hexagons (EPSG:4326)."""
+        from sinks import gis  # geopandas only loads when a GIS view is asked for
+
+        rows = guarded(lambda: queries.cells(store, start, end, res, period, kind))
+        return JSONResponse(gis.feature_collection(gis.cells_frame(rows)),
+                            media_type="application/geo+json")
+
+    @api.get("/v1/districts")
+    def get_districts(period: str, start: date, kind: str, res: int = 8) -> Any:
+        """Counts per district of the HOTSPOTS_BOUNDARIES outlines (400 when it is unset)."""
+        from hotspots.settings import SinkSettings
+        from sinks import gis
+
+        return guarded(lambda: gis.district_rollup(store, SinkSettings().boundaries, period, start,
+                                                   kind, res))
+
     @api.get("/v1/top")
     def get_top(week: str, kind: str, res: int = 8, limit: int = Query(10, ge=1, le=1000)) -> Any:
         return guarded(lambda: queries.top(store, parse_iso_week(week), kind, res, limit))
@@ -57,5 +83,21 @@ def build_api(store: Store, health: Callable[[], dict[str, Any]]) -> FastAPI:
                       end: date | None = Query(None, alias="to")) -> Any:
         """Rollups recomputed from the raw events and compared with the stored ones."""
         return guarded(lambda: reconcile(store, start, end))
+
+    @api.get("/v1/change")
+    def get_change(period: str, start: date, kind: str, res: int = 8, mode: str = "pop",
+                   limit: int | None = Query(None, ge=1, le=10_000)) -> Any:
+        return guarded(lambda: change(store, period, start, kind, res, mode, limit))
+
+    @api.get("/v1/smoothed")
+    def get_smoothed(period: str, start: date, kind: str, res: int = 8, k: int = 1,
+                     limit: int | None = Query(None, ge=1, le=10_000)) -> Any:
+        return guarded(lambda: smoothed(store, period, start, kind, res, k, limit))
+
+    @api.get("/v1/events")
+    def get_events(cell: str, period: str, start: date, kind: str | None = None,
+                   limit: int = Query(100, ge=1, le=10_000)) -> Any:
+        """The raw events behind one cell and period (the drill-down)."""
+        return guarded(lambda: drill(store, cell, period, start, kind, limit))
 
     return api

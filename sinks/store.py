@@ -59,6 +59,27 @@ ORDER BY (kind, week_start, cell8, event_id)""",
   received_at DateTime64(3, 'UTC') DEFAULT now64(3)
 ) ENGINE = ReplacingMergeTree
 ORDER BY (reason, source)""",
+    # Emerging hot spot classes per cell and week (sinks.ehsa); a recomputed week replaces its row.
+    """CREATE TABLE IF NOT EXISTS {db}.ehsa_classes (
+  res UInt8,
+  kind LowCardinality(String),
+  cell UInt64,
+  week_start Date,
+  class LowCardinality(String),
+  computed_at DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree(computed_at)
+ORDER BY (res, kind, cell, week_start)""",
+    # A cell's class change in a week: at most one row per (res, kind, cell, week_start).
+    """CREATE TABLE IF NOT EXISTS {db}.ehsa_transitions (
+  res UInt8,
+  kind LowCardinality(String),
+  cell UInt64,
+  week_start Date,
+  from_class LowCardinality(String),
+  to_class LowCardinality(String),
+  computed_at DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree(computed_at)
+ORDER BY (res, kind, cell, week_start)""",
 )
 
 

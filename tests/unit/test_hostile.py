@@ -102,10 +102,12 @@ JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=5)
 
 @st.composite
 def deep(draw: Any) -> Any:
-    """One value nested up to thousands deep: lists and objects in a drawn repeating pattern."""
+    """One value nested hundreds deep: lists and objects in a drawn repeating pattern. (Deeper
+    still is covered as JSON text above; a Python object thousands deep breaks repr() when
+    hypothesis reports an example, which made this test flaky.)"""
     value: Any = draw(SCALARS)
     pattern = draw(st.lists(st.sampled_from(FIELDS) | st.none(), min_size=1, max_size=6))
-    for level in range(draw(st.integers(1, 3000))):
+    for level in range(draw(st.integers(1, 400))):
         key = pattern[level % len(pattern)]
         value = [value] if key is None else {key: value}
     return value
