@@ -115,6 +115,8 @@ class SinkSettings(_Common):
     flush_interval: float = Field(0.5, gt=0, description="Seconds between flushes of a partial batch.")
     api_host: str = Field("127.0.0.1", description="HTTP API bind address.")
     api_port: int = Field(8765, description="HTTP API port.")
+    ehsa_interval: float = Field(
+        3600.0, ge=0, description="Seconds between emerging-hot-spot updates (0: off).")
 
     @property
     def chdb_path(self) -> Path:

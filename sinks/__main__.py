@@ -38,8 +38,18 @@ def serve() -> int:
         return {"ok": loop.healthy.is_set() and thread.is_alive(), "embedded": store.embedded,
                 "batches": loop.flushed_batches, "rows": loop.flushed_rows}
 
+    scheduler = None
+    if settings.ehsa_interval > 0:
+        from sinks.ehsa import kafka_publisher
+        from sinks.schedule import EhsaScheduler
+
+        scheduler = EhsaScheduler(store, settings.ehsa_interval, lambda: kafka_publisher(settings))
+        scheduler.start()
+
     api = build_api(store, health)
     uvicorn.run(api, host=settings.api_host, port=settings.api_port, log_level="warning")
+    if scheduler is not None:
+        scheduler.stop.set()
     loop.stop.set()  # uvicorn returned on SIGTERM/SIGINT: flush the last batch and commit
     thread.join(timeout=30)
     store.close()
