@@ -645,6 +645,19 @@ def contract_schema(out: Path | None) -> None:
 
 
 @main.command()
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def openapi(out: Path | None) -> None:
+    """The HTTP API's OpenAPI document (published as docs/openapi.json)."""
+    from sinks.api import openapi_json
+
+    text = openapi_json()
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        out.write_text(text)
+
+
+@main.command()
 @FORMAT
 def config(fmt: str) -> None:
     """Every setting of every stage, with its environment variable and current value."""

@@ -23,7 +23,7 @@ def test_a_week_with_no_events_changes_nothing(store) -> None:
 
 
 def test_the_closed_week_is_classified_for_each_kind_with_events(store, sink_settings) -> None:
-    from tests.unit.test_store import arrest, at, write, worker_output
+    from tests.unit.test_store import arrest, at, worker_output, write
 
     # A cluster of arrests in the week of Monday 2069-03-04 (unique to this test).
     events = [arrest(i, at(2069, 3, 5 + i % 3)) for i in range(12)]
