@@ -8,7 +8,7 @@ DEMO_FROM ?= 2022-12-01
 DEMO_TO ?= 2023-11-30
 
 .DEFAULT_GOAL := help
-.PHONY: help install kafka-jars demo up down status test test-unit test-integration lint typecheck verify-compose clean
+.PHONY: help install kafka-jars demo up down status test test-unit test-integration lint typecheck verify-compose check-rules clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -56,6 +56,11 @@ lint: install ## ruff and mypy
 
 verify-compose: install ## Check docker-compose.yml parses and follows the project's rules
 	$(BIN)/python -m hotspots.compose_check docker-compose.yml
+
+check-rules: ## Check Prometheus's config and rules, and run the rules' unit tests (promtool)
+	promtool check config dashboards/prometheus/prometheus.yml
+	promtool check rules dashboards/prometheus/rules.yml
+	promtool test rules dashboards/prometheus/rules.test.yml
 
 clean: ## Remove the virtualenv and caches (not the data dir)
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

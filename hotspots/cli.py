@@ -57,12 +57,15 @@ def main() -> None:
 @click.option("--api-port", type=int, envvar="HOTSPOTS_API_PORT", default=8765, show_default=True)
 @click.option("--partitions", type=int, envvar="HOTSPOTS_PARTITIONS", default=4, show_default=True)
 @click.option("--topic-prefix", envvar="HOTSPOTS_TOPIC_PREFIX", default="hotspots", show_default=True)
+@click.option("--metrics-port", type=click.IntRange(0, 65535), envvar="HOTSPOTS_METRICS_PORT",
+              default=19101, show_default=True,
+              help="Worker's Prometheus exporter on 127.0.0.1 (0: off); the sink's is the API's /metrics.")
 @click.option("--timeout", type=float, default=180.0, show_default=True)
 def up(data_dir: Path | None, kafka_port: int, controller_port: int, api_port: int,
-       partitions: int, topic_prefix: str, timeout: float) -> None:
+       partitions: int, topic_prefix: str, metrics_port: int, timeout: float) -> None:
     """Start broker, worker and sink/API in the background; return when all are healthy."""
     config = stack.StackConfig(str(_data_dir(data_dir)), kafka_port, controller_port, api_port,
-                               topic_prefix, partitions)
+                               topic_prefix, partitions, metrics_port=metrics_port)
     try:
         stack.up(config, timeout=timeout, echo=click.echo)
     except (stack.StackError, RuntimeError) as exc:

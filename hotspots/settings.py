@@ -104,6 +104,9 @@ class WorkerSettings(_Common):
     linger_ms: int = Field(20, ge=0, description="Worker producer linger: batching of changelog writes.")
     fold_batch: int = Field(2000, ge=1, description="Events folded together before their keys are written.")
     fold_within: float = Field(0.1, gt=0, description="Seconds the worker waits to fill a fold batch.")
+    metrics_port: int = Field(0, ge=0, le=65535,
+                              description="Port of the worker's Prometheus exporter (0: off).")
+    metrics_host: str = Field("127.0.0.1", description="Bind address of the worker's Prometheus exporter.")
 
 
 class SinkSettings(_Common):

@@ -42,6 +42,8 @@ class StackConfig:
     # Set when the broker and API are not the local stack's (e.g. inside docker-compose).
     bootstrap_servers: str = ""
     api_host: str = "127.0.0.1"
+    # The worker's Prometheus exporter on 127.0.0.1 (0: off). The sink serves /metrics on api_port.
+    metrics_port: int = 0
 
     @property
     def bootstrap(self) -> str:
@@ -61,7 +63,8 @@ class StackConfig:
                 "HOTSPOTS_CONTROLLER_PORT": str(self.controller_port),
                 "HOTSPOTS_API_PORT": str(self.api_port),
                 "HOTSPOTS_TOPIC_PREFIX": self.topic_prefix,
-                "HOTSPOTS_PARTITIONS": str(self.partitions)}
+                "HOTSPOTS_PARTITIONS": str(self.partitions),
+                "HOTSPOTS_METRICS_PORT": str(self.metrics_port)}
 
     @property
     def run_dir(self) -> Path:
@@ -167,6 +170,8 @@ def _port_free(port: int) -> bool:
 def _ports(config: StackConfig, name: str) -> list[int]:
     if name == "broker":
         return [config.kafka_port, config.controller_port]
+    if name == "worker":
+        return [config.metrics_port] if config.metrics_port else []
     return [config.api_port] if name == "sink" else []
 
 

@@ -14,6 +14,7 @@ from kafka.errors import KafkaError
 
 from hotspots.contract import CONTENT_TYPE, CONTRACT_VERSION, Event, dead_letter, encode_event
 from hotspots.geo import partition_key
+from hotspots.metrics import EVENTS_OUT, INVALID
 from hotspots.settings import ProducerSettings
 
 
@@ -41,6 +42,7 @@ class EventPublisher:
         self.source = source.encode()
         self.acked = 0
         self.failed: list[str] = []
+        self._sent_by_kind: dict[str, Any] = {}  # kind -> its events_out child, looked up once
         try:
             self.producer = KafkaProducer(
                 bootstrap_servers=settings.bootstrap,
@@ -71,6 +73,10 @@ class EventPublisher:
         future = self.producer.send(self.topic, key=partition_key(event.lat, event.lon),
                                     value=encode_event(event), headers=headers)
         future.add_callback(self._ok).add_errback(self._err(event.event_id))
+        counter = self._sent_by_kind.get(event.kind)
+        if counter is None:
+            counter = self._sent_by_kind[event.kind] = EVENTS_OUT.labels("producer", event.kind)
+        counter.inc()
 
     def send_rejected(self, rejected: Rejected) -> None:
         record = dead_letter(rejected.raw, rejected.reason, rejected.detail, rejected.source)
@@ -78,6 +84,7 @@ class EventPublisher:
                                     value=orjson.dumps(record), headers=[("source", self.source)])
         future.add_errback(self._err(f"dead letter {rejected.source}"))
         self.dead_lettered += 1
+        INVALID.labels("producer", rejected.reason).inc()
 
     def send_all(self, events: Iterable[Event]) -> int:
         for event in events:

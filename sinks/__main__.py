@@ -10,6 +10,7 @@ import threading
 
 import uvicorn
 
+from hotspots.metrics import mark_up
 from hotspots.settings import SinkSettings
 from sinks.api import build_api
 from sinks.sink import SinkLoop
@@ -46,7 +47,8 @@ def serve() -> int:
         scheduler = EhsaScheduler(store, settings.ehsa_interval, lambda: kafka_publisher(settings))
         scheduler.start()
 
-    api = build_api(store, health)
+    api = build_api(store, health)  # serves /metrics too: Prometheus scrapes the API's port
+    mark_up("sink")
     uvicorn.run(api, host=settings.api_host, port=settings.api_port, log_level="warning")
     if scheduler is not None:
         scheduler.stop.set()

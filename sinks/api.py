@@ -8,7 +8,8 @@ from datetime import date
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hotspots import __version__
 from hotspots.periods import parse_iso_week
@@ -38,6 +39,15 @@ def build_api(store: Store, health: Callable[[], dict[str, Any]],
     def get_health() -> JSONResponse:
         state = health()
         return JSONResponse(state, status_code=200 if state.get("ok") else 503)
+
+    @api.get("/metrics", include_in_schema=False)
+    def get_metrics() -> Response:
+        """Prometheus exposition of the process's metrics (hotspots.metrics), for scraping.
+
+        A plain route rather than a mounted make_asgi_app(): a mount answers /metrics with a
+        redirect to /metrics/.
+        """
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @api.get("/v1/summary")
     def get_summary(start: date = Query(alias="from"), end: date = Query(alias="to")) -> Any:

@@ -17,6 +17,7 @@ from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
 from hotspots.contract import MEASURES
+from hotspots.metrics import BATCH_SIZE, SINK_FLUSH, SINK_LAG, SINK_ROWS, observe_lag
 from hotspots.settings import SinkSettings
 from sinks.store import Store
 from streams.rollup import RollupKey, rollup_row
@@ -78,6 +79,7 @@ class BatchingSink:
             if rows:
                 self.store.insert(table, rows, columns)
                 self.batches[table] = []
+                SINK_ROWS.labels(table).inc(len(rows))
         self.size = 0
 
 
@@ -92,6 +94,7 @@ class SinkLoop:
         self.healthy = threading.Event()
         self.flushed_batches = 0
         self.flushed_rows = 0
+        self.newest_ms = 0  # Kafka timestamp (ms) of the newest record added since the last flush
         self.consumer = KafkaConsumer(
             bootstrap_servers=settings.bootstrap,
             group_id=settings.sink_group,
@@ -111,6 +114,7 @@ class SinkLoop:
                     for message in messages:
                         self.sink.add(tp.topic, message.key, message.value)
                     self.pending[tp] = messages[-1].offset + 1
+                    self.newest_ms = max(self.newest_ms, messages[-1].timestamp or 0)
                 due = time.monotonic() - last_flush >= self.settings.flush_interval
                 if self.pending and (self.sink.size >= self.settings.batch_max or due):
                     self.flush_and_commit()
@@ -124,6 +128,7 @@ class SinkLoop:
         if not self.pending:
             return
         rows = self.sink.size
+        started = time.monotonic()
         delay = 0.5
         while True:
             try:
@@ -135,6 +140,13 @@ class SinkLoop:
                 log.warning("store insert failed (%s); retrying in %.1fs", exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 30.0)
+        SINK_FLUSH.observe(time.monotonic() - started)
+        BATCH_SIZE.labels("sink").observe(rows)
+        if self.newest_ms:
+            now = time.time()
+            SINK_LAG.set(max(now - self.newest_ms / 1000, 0.0))
+            observe_lag("sink", self.newest_ms / 1000, now)
+            self.newest_ms = 0
         self.consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in self.pending.items()})
         self.pending.clear()
         self.flushed_batches += 1

@@ -6,6 +6,7 @@ import sys
 
 from faust import Worker
 
+from hotspots.metrics import start_exporter
 from hotspots.settings import WorkerSettings
 from streams.app import build_app
 
@@ -16,6 +17,7 @@ def main(argv: list[str]) -> int:
         return 2
     settings = WorkerSettings()
     app = build_app(settings)
+    start_exporter("worker", settings.metrics_port, settings.metrics_host)  # 0: off
     Worker(app, loglevel="info").execute_from_commandline()
     return 0
 

@@ -14,6 +14,7 @@ same event sent twice (a producer retry, a replayed file) is counted once.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import faust
@@ -21,6 +22,7 @@ import orjson
 
 from hotspots.contract import InvalidEvent, content_digest, dead_letter, measures_of
 from hotspots.geo import partition_key, partition_of
+from hotspots.metrics import BATCH_SIZE, EVENTS_IN, EVENTS_OUT, INVALID, UNKNOWN_KIND, add_counts, observe_lag
 from hotspots.settings import WorkerSettings
 from streams.rollup import accepted_row, apply, rollup_keys
 
@@ -71,15 +73,25 @@ def build_app(settings: WorkerSettings) -> faust.App:
         dirty: dict[str, tuple[int, dict[str, Any]]] = {}
         first_seen: dict[str, tuple[int, list[Any]]] = {}
         rows: list[bytes] = []
+        # Metrics: counted locally, added to the registry once per label per batch.
+        kinds_in: Counter[str] = Counter()
+        kinds_out: Counter[str] = Counter()
+        invalid: Counter[str] = Counter()
+        newest = 0.0
         for event in batch:
             msg = event.message
+            if msg.timestamp and msg.timestamp > newest:
+                newest = msg.timestamp
             raw: bytes = event.value if isinstance(event.value, bytes) else bytes(event.value)
             where = f"{msg.topic}[{msg.partition}]@{msg.offset}"
             try:
                 ev = admission.admit(raw)
             except InvalidEvent as exc:
                 refuse(raw, exc.reason, exc.detail, where)
+                kinds_in[UNKNOWN_KIND] += 1
+                invalid[exc.reason] += 1
                 continue
+            kinds_in[ev.kind] += 1
             key = partition_key(ev.lat, ev.lon)
             home = partition_of(key, settings.partitions)
             if msg.partition != home:
@@ -94,6 +106,7 @@ def build_app(settings: WorkerSettings) -> faust.App:
                 if first[2] != digest:
                     refuse(raw, "duplicate_conflict", f"event_id {ev.event_id} first seen at "
                            f"offset {first[1]} with different content", where)
+                    invalid["duplicate_conflict"] += 1
                 continue  # a redelivery of an event already counted
             if first is None:
                 first_seen[ev.event_id] = (msg.partition, [*here, digest])
@@ -105,6 +118,7 @@ def build_app(settings: WorkerSettings) -> faust.App:
                 if changed:
                     dirty[name] = (msg.partition, state)
             rows.append(orjson.dumps(accepted_row(ev, raw)))
+            kinds_out[ev.kind] += 1
         for name, (partition, state) in dirty.items():
             rollups.data[name] = state
             rollups.send_changelog(partition, name, state)
@@ -114,6 +128,11 @@ def build_app(settings: WorkerSettings) -> faust.App:
         if rows:
             # One envelope per batch: the raw table's feed, deduplicated there by event.
             accepted.send_soon(key=None, value=b"[" + b",".join(rows) + b"]")
+        add_counts(EVENTS_IN, "worker", kinds_in)
+        add_counts(EVENTS_OUT, "worker", kinds_out)
+        add_counts(INVALID, "worker", invalid)
+        BATCH_SIZE.labels("worker").observe(len(batch))
+        observe_lag("worker", newest)
 
     @app.agent(events, name="aggregate")
     async def aggregate(stream: Any) -> None:

@@ -1,0 +1,281 @@
+"""Spike detection, pure core: is this place's activity above its own normal?
+
+Two tests, both on counts per (area, kind):
+  * weekly: a Poisson upper-tail test of the current ISO week (Europe/London) against the
+    mean of a trailing baseline of past weeks ("poisson-week");
+  * daily: CDC EARS C2 (Hutwagner et al. 2003), today against 7 days before a 2-day guard.
+Counts are sparse (most cell-weeks hold 0 or 1 events), where a z-score or a tail
+probability alone calls "1 versus 0" a spike. Both tests therefore also need a minimum
+count, the idea of Farrington et al. 1996 and Noufaily et al. 2013 (no alert unless the
+period holds at least a few cases; surveillance's ``limit54`` uses 5 in 4 weeks).
+Tuned on ``bench.spikes_eval`` (docs/spikes-evaluation.md): min_count 5, alpha 0.001.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Literal
+
+Method = Literal["poisson-week", "ears-c2"]
+
+
+def ears_c2(daily: Sequence[int], baseline: int = 7, guard: int = 2,
+            sd_floor: float = 0.2, threshold: float = 3.0) -> tuple[float, bool]:
+    """EARS C2 on ``daily`` (oldest first, the last item is today): (statistic, > threshold).
+
+    The baseline is the ``baseline`` days before a ``guard``-day gap before today. A flat
+    baseline has sd 0, so sd is floored (EARS implementations use a minimum sigma): 0.2
+    keeps the statistic finite yet sensitive, being a fifth of the smallest non-zero change
+    in a count. For sparse counts it makes 1 versus 0 score 5, which is why the Detector
+    adds a minimum count; ears_c2 itself stays the textbook statistic.
+    """
+    if len(daily) < baseline + guard + 1:
+        raise ValueError(f"need {baseline + guard + 1} days, got {len(daily)}")
+    base = daily[len(daily) - 1 - guard - baseline: len(daily) - 1 - guard]
+    mean = sum(base) / baseline
+    sd = math.sqrt(sum((x - mean) ** 2 for x in base) / (baseline - 1))
+    stat = (daily[-1] - mean) / max(sd, sd_floor)
+    return stat, stat > threshold
+
+
+def _upper_tail(observed: int, mean: float, log_pmf: Callable[[int], float],
+                ratio: Callable[[int], float]) -> float:
+    """P(X >= observed) for a unimodal count law; ratio(x) = pmf(x + 1) / pmf(x)."""
+    if observed <= 0:
+        return 1.0
+    if observed <= mean:  # the head is the small part: 1 - P(X < observed) loses nothing
+        term, head = math.exp(log_pmf(0)), 0.0
+        for x in range(observed):
+            head += term
+            term *= ratio(x)
+        return min(1.0, max(0.0, 1.0 - head))
+    # Past the mode: sum the (decreasing) tail upwards, so tiny p-values keep full precision.
+    if (lp := log_pmf(observed)) < -745.0:  # below the smallest float
+        return 0.0
+    term, total, x = math.exp(lp), 0.0, observed
+    while term > total * 1e-17:
+        total += term
+        term *= ratio(x)
+        x += 1
+    return min(1.0, total)
+
+
+def poisson_upper_p(observed: int, expected: float) -> float:
+    """Exact P(X >= observed) for X ~ Poisson(expected), from the pmf in logs."""
+    if expected <= 0:
+        return 1.0 if observed <= 0 else 0.0
+    mu = expected
+    return _upper_tail(observed, mu, lambda x: -mu + x * math.log(mu) - math.lgamma(x + 1),
+                       lambda x: mu / (x + 1))
+
+
+def negbin_upper_p(observed: int, expected: float, size: float) -> float:
+    """P(X >= observed), X negative binomial with mean ``expected``, var mu + mu^2/size.
+
+    ``size`` -> infinity is Poisson; a small size allows for overdispersed (bursty) areas.
+    """
+    if expected <= 0:
+        return 1.0 if observed <= 0 else 0.0
+    q = expected / (expected + size)
+    return _upper_tail(
+        observed, expected,
+        lambda x: (math.lgamma(x + size) - math.lgamma(size) - math.lgamma(x + 1)
+                   + size * math.log1p(-q) + x * math.log(q)),
+        lambda x: (x + size) / (x + 1) * q)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    observed: int
+    expected: float
+    p_value: float
+    alert: bool
+    method: str
+    reason: str  # "spike", "below_min_count", "not_significant" or "warm_up"
+
+
+def week_test(current: int, history: Sequence[int], min_weeks: int = 8, alpha: float = 0.001,
+              min_count: int = 5) -> Decision:
+    """Poisson upper-tail test of this week's count against the trailing baseline's mean.
+
+    The expected count is floored at half an event over the whole baseline
+    (0.5 / len(history)): an all-zero history does not make any count significant by
+    dividing by zero, and the floor shrinks as evidence of quiet grows. The minimum count
+    (Farrington et al. 1996) is what stops 1 versus 0 alerting: with alpha 0.001 even an
+    expected rate of 1/week needs 6 events, so 5 only matters on quieter baselines, where
+    3 would alert on chance triples (see docs/spikes-evaluation.md).
+    """
+    if len(history) < min_weeks:
+        return Decision(current, 0.0, 1.0, False, "poisson-week", "warm_up")
+    expected = max(sum(history) / len(history), 0.5 / len(history))
+    p = poisson_upper_p(current, expected)
+    reason = ("below_min_count" if current < min_count else
+              "spike" if p < alpha else "not_significant")
+    return Decision(current, expected, p, reason == "spike", "poisson-week", reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    area: str  # an H3 cell string or a district name
+    area_type: str  # "cell" or "district"
+    kind: str
+    period: Literal["week", "day"]
+    period_start: date
+    observed: int
+    expected: float
+    p_value: float  # ears-c2: the Gaussian tail of the statistic, a nominal figure only
+    method: Method
+    first_seen: datetime
+    triggering_event_id: str
+
+    @property
+    def alert_id(self) -> str:
+        """The same for the same spike however often it is re-derived (e.g. after a restart)."""
+        text = "|".join((self.area, self.kind, self.period, self.period_start.isoformat(),
+                         self.method))
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class SpikeConfig:
+    area_type: str = "cell"
+    baseline_weeks: int = 26  # trailing weeks compared with the current one
+    min_weeks: int = 8  # no weekly test before this many weeks of observation
+    alpha: float = 0.001
+    min_count: int = 5
+    cooldown_weeks: int = 1  # after an alert: silent for the rest of its week and this many more
+    daily: bool = True  # also run EARS C2 on daily counts
+    ears_baseline: int = 7
+    ears_guard: int = 2
+
+
+@dataclass(slots=True)
+class _Series:
+    weeks: dict[date, int] = field(default_factory=dict)
+    days: dict[date, int] = field(default_factory=dict)
+    alerted: date | None = None  # week start of the last alert
+
+
+def _monday(day: date) -> date:
+    return day - timedelta(days=day.weekday())
+
+
+class Detector:
+    """Rolling weekly and daily counts per (area, kind); one alert per spike.
+
+    Weeks and days before the detector's ``start`` (its first observation unless given)
+    are unknown, not zero. Only ``baseline_weeks`` + 1 weeks and the EARS window of days
+    are kept per key, and keys with nothing left in the window are dropped.
+    """
+
+    def __init__(self, config: SpikeConfig | None = None, start: date | None = None) -> None:
+        self.config = config or SpikeConfig()
+        self.start = start
+        self.latest: date | None = None
+        self._series: dict[tuple[str, str], _Series] = {}
+
+    def observe(self, area: str, kind: str, day: date, event_id: str,
+                at: datetime | None = None) -> Alert | None:
+        """Count one event (``day`` is its Europe/London date) and test its week and day."""
+        c = self.config
+        self.start = min(self.start or day, day)
+        self.latest = max(self.latest or day, day)
+        week = _monday(day)
+        if week < self._oldest_week() or day < self.start:
+            return None  # too late to matter: outside the retained window
+        s = self._series.setdefault((area, kind), _Series())
+        s.weeks[week] = s.weeks.get(week, 0) + 1
+        s.days[day] = s.days.get(day, 0) + 1
+        self._prune(s)
+        if s.alerted is not None and s.alerted <= week < s.alerted + timedelta(
+                weeks=1 + c.cooldown_weeks):
+            return None
+        alert = self._weekly(s, area, kind, week, event_id, at) or self._daily(
+            s, area, kind, day, event_id, at)
+        if alert is not None:
+            s.alerted = week
+        return alert
+
+    def _oldest_week(self) -> date:
+        assert self.latest is not None
+        return _monday(self.latest) - timedelta(weeks=self.config.baseline_weeks)
+
+    def _prune(self, s: _Series) -> None:
+        oldest = self._oldest_week()
+        first_day = self.latest - timedelta(days=self.config.ears_baseline + self.config.ears_guard) \
+            if self.latest else oldest
+        for w in [w for w in s.weeks if w < oldest]:
+            del s.weeks[w]
+        for d in [d for d in s.days if d < first_day]:
+            del s.days[d]
+        if s.alerted is not None and s.alerted < oldest:
+            s.alerted = None
+
+    def _alert(self, area: str, kind: str, period: Literal["week", "day"], start: date,
+               observed: int, expected: float, p: float, method: Method, event_id: str,
+               at: datetime | None) -> Alert:
+        return Alert(area, self.config.area_type, kind, period, start, observed, expected, p,
+                     method, at or datetime.now(UTC), event_id)
+
+    def _weekly(self, s: _Series, area: str, kind: str, week: date, event_id: str,
+                at: datetime | None) -> Alert | None:
+        assert self.start is not None
+        c = self.config
+        first = max(_monday(self.start) + timedelta(weeks=1) if self.start.weekday() else
+                    _monday(self.start), week - timedelta(weeks=c.baseline_weeks))
+        n = (week - first).days // 7  # whole weeks observed before this one
+        history = [s.weeks.get(first + timedelta(weeks=i), 0) for i in range(max(n, 0))]
+        d = week_test(s.weeks[week], history, c.min_weeks, c.alpha, c.min_count)
+        if not d.alert:
+            return None
+        return self._alert(area, kind, "week", week, d.observed, d.expected, d.p_value,
+                           "poisson-week", event_id, at)
+
+    def _daily(self, s: _Series, area: str, kind: str, day: date, event_id: str,
+               at: datetime | None) -> Alert | None:
+        assert self.start is not None
+        c = self.config
+        span = c.ears_baseline + c.ears_guard
+        if not c.daily or (day - self.start).days < span or s.days.get(day, 0) < c.min_count:
+            return None
+        series = [s.days.get(day - timedelta(days=span - i), 0) for i in range(span + 1)]
+        stat, exceeded = ears_c2(series, c.ears_baseline, c.ears_guard)
+        if not exceeded:
+            return None
+        base = series[: c.ears_baseline]
+        return self._alert(area, kind, "day", day, s.days[day], sum(base) / len(base),
+                           0.5 * math.erfc(stat / math.sqrt(2)), "ears-c2", event_id, at)
+
+    def to_state(self) -> dict[str, Any]:
+        """A JSON-able snapshot (config included), e.g. for a Faust table."""
+        if self.latest is not None:
+            for key in list(self._series):
+                self._prune(self._series[key])
+                if not self._series[key].weeks and not self._series[key].alerted:
+                    del self._series[key]
+        iso = lambda d: d.isoformat() if d else None  # noqa: E731
+        return {
+            "v": 1, "config": asdict(self.config), "start": iso(self.start),
+            "latest": iso(self.latest),
+            "series": [[area, kind, {"w": {iso(w): n for w, n in sorted(s.weeks.items())},
+                                     "d": {iso(d): n for d, n in sorted(s.days.items())},
+                                     "a": iso(s.alerted)}]
+                       for (area, kind), s in sorted(self._series.items())],
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Detector:
+        if state.get("v") != 1:
+            raise ValueError(f"unknown detector state version {state.get('v')!r}")
+        opt = lambda t: date.fromisoformat(t) if t else None  # noqa: E731
+        det = cls(SpikeConfig(**state["config"]), opt(state["start"]))
+        det.latest = opt(state["latest"])
+        for area, kind, s in state["series"]:
+            det._series[(area, kind)] = _Series(
+                {date.fromisoformat(w): n for w, n in s["w"].items()},
+                {date.fromisoformat(d): n for d, n in s["d"].items()}, opt(s["a"]))
+        return det
