@@ -83,7 +83,8 @@ def negbin_upper_p(observed: int, expected: float, size: float) -> float:
     q = expected / (expected + size)
     return _upper_tail(
         observed, expected,
-        lambda x: (math.lgamma(x + size) - math.lgamma(size) - math.lgamma(x + 1)
+        # log Gamma(x + size) / Gamma(size) as a sum: lgamma differences lose digits for big size.
+        lambda x: (math.fsum(math.log(size + i) for i in range(x)) - math.lgamma(x + 1)
                    + size * math.log1p(-q) + x * math.log(q)),
         lambda x: (x + size) / (x + 1) * q)
 
@@ -164,6 +165,14 @@ def _monday(day: date) -> date:
     return day - timedelta(days=day.weekday())
 
 
+def _iso(day: date | None) -> str | None:
+    return day.isoformat() if day else None
+
+
+def _date(text: str | None) -> date | None:
+    return date.fromisoformat(text) if text else None
+
+
 class Detector:
     """Rolling weekly and daily counts per (area, kind); one alert per spike.
 
@@ -185,7 +194,7 @@ class Detector:
         self.start = min(self.start or day, day)
         self.latest = max(self.latest or day, day)
         week = _monday(day)
-        if week < self._oldest_week() or day < self.start:
+        if week < self._oldest_week():
             return None  # too late to matter: outside the retained window
         s = self._series.setdefault((area, kind), _Series())
         s.weeks[week] = s.weeks.get(week, 0) + 1
@@ -205,9 +214,9 @@ class Detector:
         return _monday(self.latest) - timedelta(weeks=self.config.baseline_weeks)
 
     def _prune(self, s: _Series) -> None:
+        assert self.latest is not None
         oldest = self._oldest_week()
-        first_day = self.latest - timedelta(days=self.config.ears_baseline + self.config.ears_guard) \
-            if self.latest else oldest
+        first_day = self.latest - timedelta(days=self.config.ears_baseline + self.config.ears_guard)
         for w in [w for w in s.weeks if w < oldest]:
             del s.weeks[w]
         for d in [d for d in s.days if d < first_day]:
@@ -225,8 +234,9 @@ class Detector:
                 at: datetime | None) -> Alert | None:
         assert self.start is not None
         c = self.config
-        first = max(_monday(self.start) + timedelta(weeks=1) if self.start.weekday() else
-                    _monday(self.start), week - timedelta(weeks=c.baseline_weeks))
+        # The first whole week observed (a week the detector joined midway would look quiet).
+        whole = _monday(self.start + timedelta(days=6))
+        first = max(whole, week - timedelta(weeks=c.baseline_weeks))
         n = (week - first).days // 7  # whole weeks observed before this one
         history = [s.weeks.get(first + timedelta(weeks=i), 0) for i in range(max(n, 0))]
         d = week_test(s.weeks[week], history, c.min_weeks, c.alpha, c.min_count)
@@ -257,13 +267,12 @@ class Detector:
                 self._prune(self._series[key])
                 if not self._series[key].weeks and not self._series[key].alerted:
                     del self._series[key]
-        iso = lambda d: d.isoformat() if d else None  # noqa: E731
         return {
-            "v": 1, "config": asdict(self.config), "start": iso(self.start),
-            "latest": iso(self.latest),
-            "series": [[area, kind, {"w": {iso(w): n for w, n in sorted(s.weeks.items())},
-                                     "d": {iso(d): n for d, n in sorted(s.days.items())},
-                                     "a": iso(s.alerted)}]
+            "v": 1, "config": asdict(self.config), "start": _iso(self.start),
+            "latest": _iso(self.latest),
+            "series": [[area, kind, {"w": {w.isoformat(): n for w, n in sorted(s.weeks.items())},
+                                     "d": {d.isoformat(): n for d, n in sorted(s.days.items())},
+                                     "a": _iso(s.alerted)}]
                        for (area, kind), s in sorted(self._series.items())],
         }
 
@@ -271,11 +280,10 @@ class Detector:
     def from_state(cls, state: dict[str, Any]) -> Detector:
         if state.get("v") != 1:
             raise ValueError(f"unknown detector state version {state.get('v')!r}")
-        opt = lambda t: date.fromisoformat(t) if t else None  # noqa: E731
-        det = cls(SpikeConfig(**state["config"]), opt(state["start"]))
-        det.latest = opt(state["latest"])
+        det = cls(SpikeConfig(**state["config"]), _date(state["start"]))
+        det.latest = _date(state["latest"])
         for area, kind, s in state["series"]:
             det._series[(area, kind)] = _Series(
                 {date.fromisoformat(w): n for w, n in s["w"].items()},
-                {date.fromisoformat(d): n for d, n in s["d"].items()}, opt(s["a"]))
+                {date.fromisoformat(d): n for d, n in s["d"].items()}, _date(s["a"]))
         return det

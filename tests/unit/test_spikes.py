@@ -12,6 +12,7 @@ from scipy.stats import nbinom, poisson
 
 from bench.spikes_eval import SIZES, evaluate
 from streams.spikes import (
+    Alert,
     Detector,
     SpikeConfig,
     ears_c2,
@@ -121,7 +122,9 @@ def test_state_round_trip_gives_identical_decisions():
     events.sort()
     cut = len(events) // 2 + 7
     a, b = Detector(start=START), None
-    first, rest_a, rest_b = [], [], []
+    first: list[Alert] = []
+    rest_a: list[Alert] = []
+    rest_b: list[Alert] = []
     for i, (day, cell, kind) in enumerate(events):
         if i == cut:
             state = json.loads(json.dumps(a.to_state()))
