@@ -8,7 +8,7 @@ DEMO_FROM ?= 2022-12-01
 DEMO_TO ?= 2023-11-30
 
 .DEFAULT_GOAL := help
-.PHONY: help install kafka-jars demo up down status test test-unit test-integration lint typecheck verify-compose check-rules clean
+.PHONY: help install kafka-jars demo up down status test test-unit test-integration lint typecheck verify-compose check-rules clean web web-deps
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -41,14 +41,23 @@ down: ## Stop the stack
 status: ## Show the stack's health
 	$(HOTSPOTS) status
 
-test: install kafka-jars lint ## Run every test: unit, then integration against the real broker
+test: install kafka-jars web-deps lint ## Run every test: unit, then integration against the real broker
 	$(BIN)/pytest tests -q
 
 test-unit: install ## Unit tests only (no broker)
 	$(BIN)/pytest tests/unit -q
 
-test-integration: install kafka-jars ## Integration tests against the real local broker, worker and sink
+test-integration: install kafka-jars web-deps ## Integration tests against the real local broker, worker and sink
 	$(BIN)/pytest tests/integration -q -m integration
+
+web/node_modules/.package-lock.json: web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+	touch $@
+
+web-deps: web/node_modules/.package-lock.json ## Install the map's pinned npm packages (playwright-core for the browser test)
+
+web: web-deps ## Rebuild the live map's bundle into sinks/static/ (committed; needs Node only to build)
+	cd web && npm run build
 
 lint: install ## ruff and mypy
 	$(BIN)/ruff check hotspots producers streams sinks tests bench

@@ -20,6 +20,7 @@ from sinks.priorities_api import priorities_router
 from sinks.reconcile import reconcile
 from sinks.store import Store
 from sinks.trends import change, drill, smoothed
+from sinks.web import install_web
 
 
 def build_api(store: Store, health: Callable[[], dict[str, Any]],
@@ -28,6 +29,7 @@ def build_api(store: Store, health: Callable[[], dict[str, Any]],
     api = FastAPI(title="hotspots", version=__version__)
     api.include_router(ehsa_router(store, transitions_publisher))  # /v1/ehsa, /v1/ehsa/update
     api.include_router(priorities_router(store))  # /v1/harm, /v1/gap, /v1/priorities[.csv|.html]
+    install_web(api, store, health)  # the live map: /, /static, /v1/periods, /v1/stream
 
     def guarded(fn: Callable[[], Any]) -> Any:
         try:

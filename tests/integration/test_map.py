@@ -1,0 +1,129 @@
+"""The live map in a real headless Chromium against the session stack (events of year 2013).
+
+web/e2e/map.mjs drives Debian's /usr/bin/chromium with playwright-core (from web/node_modules,
+`make web-deps`); no browser is downloaded. On CI (CI=true) a missing browser, Node or
+node_modules fails the test; elsewhere it is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import h3
+import pytest
+
+from hotspots.contract import Arrest
+from hotspots.settings import ProducerSettings
+from producers.publisher import EventPublisher
+from tests.integration.conftest import run_cli
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+WEB = ROOT / "web"
+SCRIPT = WEB / "e2e" / "map.mjs"
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+
+WEEK = "2013-06-03"  # a Monday; this test owns 2013
+# (lat, lon) -> arrests that week; distinct resolution-8 cells around Chelmsford.
+PLACES = {(51.7356, 0.4685): 3, (51.7456, 0.4785): 2, (51.7256, 0.4585): 1}
+EXTRA = (51.7356, 0.4885)  # produced while the page is open: a new cell
+
+
+def _missing() -> list[str]:
+    missing = []
+    if not Path(CHROMIUM).is_file():
+        missing.append(f"{CHROMIUM} (apt-get install chromium)")
+    if shutil.which("node") is None:
+        missing.append("node")
+    if not (WEB / "node_modules" / "playwright-core").is_dir():
+        missing.append("web/node_modules (make web-deps)")
+    return missing
+
+
+def _arrests(places: dict[tuple[float, float], int], tag: str) -> list[Arrest]:
+    return [Arrest(event_id=f"map-2013-{tag}-{lat}-{lon}-{n}",
+                   occurred_at=datetime(2013, 6, 3 + n % 5, 10 + n, tzinfo=UTC),
+                   lat=lat, lon=lon, force="essex", charged=n % 2 == 0)
+            for (lat, lon), count in places.items() for n in range(count)]
+
+
+def _publish(config, events: list[Arrest]) -> None:
+    settings = ProducerSettings(bootstrap=config.bootstrap, topic_prefix=config.topic_prefix)
+    with EventPublisher(settings, source="test:map") as publisher:
+        assert publisher.send_all(events) == len(events)
+    run_cli(config, "wait", "--timeout", "180")
+
+
+def _read(proc: subprocess.Popen, stderr_path: Path) -> dict:
+    line = proc.stdout.readline() if proc.stdout else ""
+    if not line:
+        proc.wait(timeout=30)
+        pytest.fail(f"map.mjs ended early (rc {proc.returncode}):\n{stderr_path.read_text()[-4000:]}")
+    msg = json.loads(line)
+    assert msg["step"] != "error", msg
+    return msg
+
+
+def test_live_map_draws_updates_and_drills_down(live_stack) -> None:
+    missing = _missing()
+    if missing:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"the browser test needs {', '.join(missing)}")
+        pytest.skip(f"needs {', '.join(missing)}")
+
+    cells = {h3.latlng_to_cell(lat, lon, 8): n for (lat, lon), n in PLACES.items()}
+    extra = h3.latlng_to_cell(*EXTRA, 8)
+    assert len(cells) == len(PLACES) and extra not in cells
+    _publish(live_stack, _arrests(PLACES, "a"))
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    screenshot = ARTIFACTS / "map.png"
+    screenshot.unlink(missing_ok=True)
+    plan = {"url": f"http://127.0.0.1:{live_stack.api_port}", "start": WEEK, "cells": cells,
+            "extra": extra, "extraCount": 1, "screenshot": str(screenshot)}
+    stderr_path = ARTIFACTS / "map-e2e.stderr.txt"
+    with stderr_path.open("w") as stderr:
+        proc = subprocess.Popen(["node", str(SCRIPT), json.dumps(plan)], cwd=WEB, text=True,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+                                env={**os.environ, "CHROMIUM": CHROMIUM})
+        try:
+            loaded = _read(proc, stderr_path)
+            assert loaded["step"] == "loaded" and loaded["hexcount"] == len(cells)
+            assert loaded["canvas"] and loaded["canvas"]["width"] > 300, loaded
+            # The default period is the latest week with data (maybe another test's year).
+            assert loaded["defaultStart"] >= WEEK
+
+            _publish(live_stack, _arrests({EXTRA: 1}, "b"))  # the page must notice by itself
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            done = _read(proc, stderr_path)
+            assert proc.wait(timeout=60) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    assert done["step"] == "done", done
+    assert done["notReloaded"] and done["updates"] >= 1, done  # new hexagon arrived over SSE
+    for cell, seen in done["panel"].items():
+        assert seen["shown"] == seen["expected"], (cell, seen)
+        assert seen["kinds"] == [f"arrest{seen['expected']}"], (cell, seen)
+        assert seen["events"] == seen["expected"], (cell, seen)
+    assert done["picked"] == {c: c for c in done["panel"]}, done["picked"]  # drawn where they belong
+    busiest = max(cells, key=lambda c: cells[c])
+    assert done["clicked"] == {"cell": busiest, "shown": cells[busiest]}, done["clicked"]
+    assert done["top"][0] == busiest and sorted(done["top"]) == sorted([*cells, extra])
+    gistar = done["gistar"]  # the study area holds at least this week's cells and their rings
+    assert gistar["hexcount"] >= len(cells) + 1 and gistar["error"] == "", gistar
+    assert "Gi*" in gistar["legend"] and set(gistar["bins"]) <= {-3, -2, -1, 0, 1, 2, 3}, gistar
+    assert done["errors"] == [], done["errors"]
+    assert done["external"] == [], done["external"]  # nothing fetched from the internet
+    assert screenshot.is_file() and screenshot.stat().st_size > 10_000

@@ -1,0 +1,99 @@
+// Drive the live map in Debian's headless Chromium (playwright-core; no browser download).
+// Run by tests/integration/test_map.py. argv[2] is a JSON plan:
+//   {url, start, cells: {h3: count}, extra: h3, extraCount, screenshot}
+// Protocol on stdout, one JSON object a line: {"step": "loaded", ...} once the first period is
+// drawn (the test then produces `extra` and answers "go" on stdin), then {"step": "done", ...}.
+import { createInterface } from 'node:readline';
+import { chromium } from 'playwright-core';
+
+const plan = JSON.parse(process.argv[2]);
+const say = (obj) => process.stdout.write(`${JSON.stringify(obj)}\n`);
+const lines = createInterface({ input: process.stdin });
+const nextLine = () => new Promise((resolve) => lines.once('line', resolve));
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  headless: true,
+  // playwright-core gives every launch a fresh, empty profile directory.
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    // WebGL2 on the CPU: deck.gl needs it and there is no GPU here.
+    '--use-angle=swiftshader', '--enable-unsafe-swiftshader'],
+});
+const errors = [];
+const external = [];
+try {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  page.on('pageerror', (err) => errors.push(String(err)));
+  page.on('console', (msg) => { if (msg.type() === 'error') errors.push(msg.text()); });
+  page.on('request', (req) => { if (!req.url().startsWith(plan.url)) external.push(req.url()); });
+
+  await page.goto(plan.url, { waitUntil: 'load' });
+  await page.waitForFunction(() => document.getElementById('start').value !== '');
+  const defaultStart = await page.inputValue('#start');
+  const expected = Object.keys(plan.cells).length;
+  await page.fill('#start', plan.start); // fires input and change: the page loads that week
+  await page.waitForFunction(
+    (n) => document.getElementById('hexcount').dataset.count === String(n), expected,
+    { timeout: 30_000 });
+  const canvas = await page.$('#map canvas');
+  const drawn = canvas ? await canvas.boundingBox() : null;
+  await page.evaluate(() => { window.__notReloaded = true; });
+  say({ step: 'loaded', defaultStart, hexcount: expected, canvas: drawn });
+
+  if ((await nextLine()) !== 'go') throw new Error('the test did not say go');
+  await page.waitForFunction(
+    (n) => document.getElementById('hexcount').dataset.count === String(n), expected + 1,
+    { timeout: 120_000 });
+  const notReloaded = await page.evaluate(() => window.__notReloaded === true);
+  const updates = Number(await page.textContent('#updates'));
+
+  const panel = {};
+  for (const [cell, count] of Object.entries({ ...plan.cells, [plan.extra]: plan.extraCount })) {
+    await page.evaluate((c) => window.__hotspots.selectCell(c), cell);
+    await page.waitForFunction((c) => document.getElementById('cell').dataset.loaded === c, cell);
+    panel[cell] = {
+      shown: Number(await page.getAttribute('#cell-count', 'data-count')),
+      kinds: await page.$$eval('#cell-kinds tr', (rows) => rows.map((r) => r.textContent)),
+      events: await page.$$eval('#cell-events li', (items) => items.length),
+      expected: count,
+    };
+  }
+  // deck.gl drew each hexagon where it belongs: picking at its centre finds it.
+  const picked = {};
+  for (const cell of Object.keys(panel)) {
+    picked[cell] = await page.evaluate((c) => window.__hotspots.pick(c), cell);
+  }
+  // A real mouse click on the busiest hexagon selects it (left selected for the screenshot).
+  const busiest = Object.entries(plan.cells).sort((a, b) => b[1] - a[1])[0][0];
+  await page.evaluate(() => window.__hotspots.selectCell(null));
+  const [x, y] = await page.evaluate((c) => window.__hotspots.screenPos(c), busiest);
+  const box = await page.locator('#map').boundingBox();
+  await page.mouse.click(box.x + x, box.y + y);
+  await page.waitForFunction((c) => document.getElementById('cell').dataset.loaded === c, busiest,
+    { timeout: 10_000 });
+  const clicked = {
+    cell: await page.textContent('#cell-id'),
+    shown: Number(await page.getAttribute('#cell-count', 'data-count')),
+  };
+  const top = await page.$$eval('#top li', (items) => items.map((li) => li.dataset.cell));
+  await page.screenshot({ path: plan.screenshot });
+  // The Gi* layer: every cell of the study area with its bin, a diverging legend.
+  const before = await page.evaluate(() => document.body.dataset.loaded);
+  await page.selectOption('#mode', 'gistar');
+  await page.waitForFunction((b) => document.body.dataset.loaded !== b, before);
+  const gistar = {
+    hexcount: Number(await page.getAttribute('#hexcount', 'data-count')),
+    legend: await page.textContent('#legend'),
+    bins: await page.evaluate(() => [...new Set(window.__hotspots.state.rows.map((r) => r.bin))]),
+    error: await page.textContent('#error'),
+  };
+  await page.screenshot({ path: plan.screenshot.replace(/\.png$/, '-gistar.png') });
+  say({ step: 'done', notReloaded, updates, panel, picked, clicked, top, gistar, errors, external });
+} catch (err) {
+  say({ step: 'error', message: String(err?.stack ?? err), errors, external });
+  process.exitCode = 1;
+} finally {
+  lines.close();
+  await browser.close();
+}
