@@ -7,6 +7,7 @@ each other's way by time window (each test owns its own year) and unique event i
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -28,6 +29,11 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack.StackConfig]:
     data_dir = tmp_path_factory.mktemp("stack")
+    # Real district outlines, from ../shared beside the repository, for the map and districts.
+    outlines = (Path(__file__).resolve().parents[2].parent / "shared" / "data" / "boundaries"
+                / "essex-police-area-lad-may2024-buc.geojson")
+    if outlines.exists():
+        os.environ.setdefault("HOTSPOTS_BOUNDARIES", str(outlines))
     config = stack.StackConfig(str(data_dir), _free_port(), _free_port(), _free_port(),
                                topic_prefix=f"it-{uuid.uuid4().hex[:8]}", partitions=4)
     try:

@@ -82,12 +82,16 @@ def test_live_map_draws_updates_and_drills_down(live_stack) -> None:
     extra = h3.latlng_to_cell(*EXTRA, 8)
     assert len(cells) == len(PLACES) and extra not in cells
     _publish(live_stack, _arrests(PLACES, "a"))
+    # The calibrated synthetic year too (idempotent if another test produced it already).
+    run_cli(live_stack, "produce", "synthetic", "--seed", "2023")
+    run_cli(live_stack, "wait", "--timeout", "180")
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     screenshot = ARTIFACTS / "map.png"
     screenshot.unlink(missing_ok=True)
     plan = {"url": f"http://127.0.0.1:{live_stack.api_port}", "start": WEEK, "cells": cells,
-            "extra": extra, "extraCount": 1, "screenshot": str(screenshot)}
+            "extra": extra, "extraCount": 1, "screenshot": str(screenshot),
+            "synthetic": "2023-07-31"}
     stderr_path = ARTIFACTS / "map-e2e.stderr.txt"
     with stderr_path.open("w") as stderr:
         proc = subprocess.Popen(["node", str(SCRIPT), json.dumps(plan)], cwd=WEB, text=True,
@@ -127,3 +131,5 @@ def test_live_map_draws_updates_and_drills_down(live_stack) -> None:
     assert done["errors"] == [], done["errors"]
     assert done["external"] == [], done["external"]  # nothing fetched from the internet
     assert screenshot.is_file() and screenshot.stat().st_size > 10_000
+    # Week of 2023-07-31 in the synthetic year: arrests in many Essex cells.
+    assert done["synthetic"]["hexcount"] >= 5, done["synthetic"]

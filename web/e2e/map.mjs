@@ -1,6 +1,6 @@
 // Drive the live map in Debian's headless Chromium (playwright-core; no browser download).
 // Run by tests/integration/test_map.py. argv[2] is a JSON plan:
-//   {url, start, cells: {h3: count}, extra: h3, extraCount, screenshot}
+//   {url, start, cells: {h3: count}, extra: h3, extraCount, screenshot, synthetic?: week start}
 // Protocol on stdout, one JSON object a line: {"step": "loaded", ...} once the first period is
 // drawn (the test then produces `extra` and answers "go" on stdin), then {"step": "done", ...}.
 import { createInterface } from 'node:readline';
@@ -89,7 +89,21 @@ try {
     error: await page.textContent('#error'),
   };
   await page.screenshot({ path: plan.screenshot.replace(/\.png$/, '-gistar.png') });
-  say({ step: 'done', notReloaded, updates, panel, picked, clicked, top, gistar, errors, external });
+  // The calibrated synthetic year over Essex: arrests per resolution-8 cell in one busy week.
+  let synthetic = null;
+  if (plan.synthetic) {
+    let mark = await page.evaluate(() => document.body.dataset.loaded);
+    await page.selectOption('#mode', 'counts');
+    await page.waitForFunction((b) => document.body.dataset.loaded !== b, mark);
+    mark = await page.evaluate(() => document.body.dataset.loaded);
+    await page.evaluate(() => window.__hotspots.selectCell(null));
+    await page.fill('#start', plan.synthetic);
+    await page.waitForFunction((b) => document.body.dataset.loaded !== b, mark);
+    synthetic = { hexcount: Number(await page.getAttribute('#hexcount', 'data-count')) };
+    await page.screenshot({ path: plan.screenshot.replace(/\.png$/, '-synthetic.png') });
+  }
+  say({ step: 'done', notReloaded, updates, panel, picked, clicked, top, gistar, synthetic,
+    errors, external });
 } catch (err) {
   say({ step: 'error', message: String(err?.stack ?? err), errors, external });
   process.exitCode = 1;
