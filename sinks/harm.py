@@ -119,9 +119,14 @@ def _harm(store: Store, period: str, start: date, res: int, proactive: bool) -> 
 
 
 def _ranks(values: Mapping[int, tuple[int, ...]]) -> dict[int, int]:
-    """Ordinal ranks, 1 = largest; ties broken by the cell id so that ranks are stable."""
+    """Competition ranks, 1 = largest; equal values share a rank (1, 2, 2, 4), so a gap
+    between two tied cells is zero rather than an artefact of their ids."""
     order = sorted(values, key=lambda c: (*(-v for v in values[c]), c))
-    return {cell: i + 1 for i, cell in enumerate(order)}
+    ranks: dict[int, int] = {}
+    for i, cell in enumerate(order):
+        tied = i > 0 and values[cell] == values[order[i - 1]]
+        ranks[cell] = ranks[order[i - 1]] if tied else i + 1
+    return ranks
 
 
 def harm(store: Store, period: str, start: date, res: int = 8,

@@ -12,12 +12,13 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import h3
 from fastapi import APIRouter, FastAPI, HTTPException, Query
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
 from hotspots.contract import KINDS
-from hotspots.geo import RESOLUTIONS
+from hotspots.geo import RESOLUTIONS, to_int
 from sinks.queries import QueryError
 from sinks.store import Store
 
@@ -41,6 +42,33 @@ def periods(store: Store, period: str, res: int = 8, kind: str | None = None,
            ORDER BY period_start DESC LIMIT %(limit)s""",
         {"period": period, "res": res, "kind": kind or "", "limit": int(limit)})
     return [r["period_start"].isoformat() for r in rows]
+
+
+def cell_class(store: Store, cell: str, kind: str, res: int | None = None) -> dict[str, Any]:
+    """The cell's most recent stored emerging-hot-spot class (sinks.ehsa) for ``kind``, and the
+    week it was computed for; ``{"class": None, "week_start": None}`` when none is stored."""
+    try:
+        cell_id = to_int(cell)
+    except ValueError as exc:
+        raise QueryError(str(exc)) from None
+    cell_res = h3.get_resolution(cell)
+    if res is None:
+        res = cell_res
+    if res != cell_res:
+        raise QueryError(f"{cell} is a resolution-{cell_res} cell, not {res}")
+    if res not in RESOLUTIONS:
+        raise QueryError(f"resolution {res} not kept; choose one of {sorted(RESOLUTIONS)}")
+    if kind not in KINDS:
+        raise QueryError(f"kind {kind!r} unknown; choose one of {KINDS}")
+    rows = store.query(
+        """SELECT argMax(class, week_start) AS latest, max(week_start) AS latest_week
+           FROM {db}.ehsa_classes FINAL
+           WHERE res = %(res)s AND kind = %(kind)s AND cell = %(cell)s GROUP BY cell""",
+        {"res": res, "kind": kind, "cell": cell_id})
+    base = {"cell": cell, "kind": kind, "res": res}
+    if not rows:
+        return {**base, "class": None, "week_start": None}
+    return {**base, "class": rows[0]["latest"], "week_start": rows[0]["latest_week"].isoformat()}
 
 
 def _sse(event: str, data: dict[str, Any]) -> str:
@@ -89,6 +117,14 @@ def web_router(store: Store, health: Callable[[], dict[str, Any]]) -> APIRouter:
         except QueryError as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from None
         return {"period": period, "res": res, "starts": starts, "kinds": list(KINDS)}
+
+    @router.get("/v1/cells/{cell}/class")
+    def get_cell_class(cell: str, kind: str = "arrest", res: int | None = None) -> Any:
+        """The cell's latest stored emerging-hot-spot class ({"class": null} when none)."""
+        try:
+            return cell_class(store, cell, kind, res)
+        except QueryError as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from None
 
     @router.get("/v1/stream")
     def get_stream(max_seconds: float = Query(60.0, gt=0, le=3600)) -> StreamingResponse:

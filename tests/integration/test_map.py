@@ -123,11 +123,24 @@ def test_live_map_draws_updates_and_drills_down(live_stack) -> None:
         assert seen["events"] == seen["expected"], (cell, seen)
     assert done["picked"] == {c: c for c in done["panel"]}, done["picked"]  # drawn where they belong
     busiest = max(cells, key=lambda c: cells[c])
-    assert done["clicked"] == {"cell": busiest, "shown": cells[busiest]}, done["clicked"]
+    clicked = done["clicked"]
+    assert {k: clicked[k] for k in ("cell", "shown")} == {"cell": busiest, "shown": cells[busiest]}
+    assert clicked["trend"].startswith("Trend: "), clicked  # a class, or "not classified yet"
+
     assert done["top"][0] == busiest and sorted(done["top"]) == sorted([*cells, extra])
     gistar = done["gistar"]  # the study area holds at least this week's cells and their rings
     assert gistar["hexcount"] >= len(cells) + 1 and gistar["error"] == "", gistar
     assert "Gi*" in gistar["legend"] and set(gistar["bins"]) <= {-3, -2, -1, 0, 1, 2, 3}, gistar
+    harm, gap = done["layers"]["harm"], done["layers"]["gap"]
+    assert "Harm (custody days" in harm["legend"] and "month" in harm["legend"], harm
+    assert "under-enforced" in gap["legend"] and "Positive" in gap["legend"], gap
+    for layer in (harm, gap):
+        assert layer["error"] == "", layer
+        assert layer["trend"].startswith("Trend: "), layer
+    # police.uk crime is month precision: this week may hold no recorded crime at all.
+    assert harm["hexcount"] > 0 or harm["message"].startswith("No recorded crime"), harm
+    # The week's arrests are enforcement, so the gap layer holds at least their cells.
+    assert gap["hexcount"] >= len(cells) + 1 and gap["message"] == "", gap
     assert done["errors"] == [], done["errors"]
     assert done["external"] == [], done["external"]  # nothing fetched from the internet
     assert screenshot.is_file() and screenshot.stat().st_size > 10_000

@@ -125,3 +125,9 @@ def test_api_and_cli(store, crafted, monkeypatch):
     assert out.output.splitlines()[0] == "cell,harm_days,harm_rank,enforcement,enforcement_rank,gap"
     out = CliRunner().invoke(cli.main, ["query", "harm", "--period", "week", "--start", f"{Y}-01-01"])
     assert out.exit_code == 2 and "does not start a week" in out.output
+
+
+def test_tied_cells_share_a_rank() -> None:
+    from sinks.harm import _ranks
+
+    assert _ranks({1: (5,), 2: (3,), 3: (3,), 4: (0,), 5: (0,)}) == {1: 1, 2: 2, 3: 2, 4: 4, 5: 4}

@@ -1,6 +1,8 @@
-"""The live map's page, its built assets and its small APIs (/, /static, /v1/periods, /v1/stream).
+"""The live map's page, its built assets and its small APIs (/, /static, /v1/periods, /v1/stream,
+/v1/cells/{cell}/class).
 
-Store-backed tests write event year 2081 to the shared store (see conftest.py).
+Store-backed tests write event year 2081 to the shared store (see conftest.py), and EHSA classes
+of year 2085 for cells of their own.
 """
 
 from __future__ import annotations
@@ -9,14 +11,16 @@ import asyncio
 import json
 import re
 import warnings
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
+import h3
 import pytest
 
 from hotspots.contract import Arrest
+from hotspots.geo import to_int
 from sinks.api import build_api
 from sinks.queries import QueryError
-from sinks.web import STATIC, periods, stream_events
+from sinks.web import STATIC, cell_class, periods, stream_events
 from tests.unit.test_store import worker_output, write
 
 with warnings.catch_warnings():  # starlette's notice about httpx, at import
@@ -37,7 +41,8 @@ def test_the_bundle_is_built_and_committed() -> None:
         assert (STATIC / name).is_file(), f"sinks/static/{name} missing: run `make web`"
     assert (STATIC / "app.js").stat().st_size > 100_000  # deck.gl and h3-js are bundled in
     bundle = (STATIC / "app.js").read_text()
-    for needed in ("/v1/stream", "/v1/periods", "/v1/gistar", "/v1/events", "__hotspots"):
+    for needed in ("/v1/stream", "/v1/periods", "/v1/gistar", "/v1/events", "/v1/harm", "/v1/gap",
+                   "/class?kind=", "__hotspots"):
         assert needed in bundle
 
 
@@ -117,3 +122,39 @@ def test_boundaries_served_as_geojson_when_set(client, monkeypatch, tmp_path) ->
     assert got.status_code == 200 and got.headers["content-type"] == "application/geo+json"
     features = got.json()["features"]
     assert [f["properties"]["district"] for f in features] == ["Chelmsford"]
+
+
+# Cells of this test's own: mid-Atlantic, where no other test classifies anything.
+NO_CLASS_CELL = h3.latlng_to_cell(20.5, -35.5, 8)
+CLASS_CELL = h3.latlng_to_cell(20.6, -35.7, 8)
+
+
+def test_cell_class_is_null_when_none_is_stored(client) -> None:
+    got = client.get(f"/v1/cells/{NO_CLASS_CELL}/class", params={"kind": "arrest", "res": 8})
+    assert got.status_code == 200
+    assert got.json() == {"cell": NO_CLASS_CELL, "kind": "arrest", "res": 8, "class": None,
+                          "week_start": None}
+
+
+def test_cell_class_is_the_latest_stored(client, store) -> None:
+    now = datetime.now(UTC)
+    store.insert("ehsa_classes",
+                 [(8, "arrest", to_int(CLASS_CELL), date(2085, 3, 5), "new_hot_spot", now),
+                  (8, "arrest", to_int(CLASS_CELL), date(2085, 3, 12), "persistent_hot_spot", now),
+                  (8, "seizure", to_int(CLASS_CELL), date(2085, 3, 19), "sporadic_cold_spot", now)],
+                 ("res", "kind", "cell", "week_start", "class", "computed_at"))
+    got = client.get(f"/v1/cells/{CLASS_CELL}/class", params={"kind": "arrest", "res": 8})
+    assert got.status_code == 200
+    assert got.json()["class"] == "persistent_hot_spot"
+    assert got.json()["week_start"] == "2085-03-12"
+    assert cell_class(store, CLASS_CELL, "seizure")["class"] == "sporadic_cold_spot"  # res from cell
+    assert cell_class(store, CLASS_CELL, "warrant")["class"] is None
+
+
+def test_cell_class_errors(client) -> None:
+    assert client.get("/v1/cells/nonsense/class", params={"kind": "arrest"}).status_code == 400
+    assert client.get(f"/v1/cells/{CLASS_CELL}/class", params={"kind": "parking"}).status_code == 400
+    assert client.get(f"/v1/cells/{CLASS_CELL}/class",
+                      params={"kind": "arrest", "res": 7}).status_code == 400
+    coarse = h3.latlng_to_cell(20.6, -35.7, 5)
+    assert client.get(f"/v1/cells/{coarse}/class", params={"kind": "arrest"}).status_code == 400

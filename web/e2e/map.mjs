@@ -75,6 +75,7 @@ try {
   const clicked = {
     cell: await page.textContent('#cell-id'),
     shown: Number(await page.getAttribute('#cell-count', 'data-count')),
+    trend: await page.textContent('#cell-trend'),
   };
   const top = await page.$$eval('#top li', (items) => items.map((li) => li.dataset.cell));
   await page.screenshot({ path: plan.screenshot });
@@ -89,6 +90,21 @@ try {
     error: await page.textContent('#error'),
   };
   await page.screenshot({ path: plan.screenshot.replace(/\.png$/, '-gistar.png') });
+  // The harm and gap layers (recorded crime this week may be none: then a message, no hexagons).
+  const layers = {};
+  for (const mode of ['harm', 'gap']) {
+    const mark = await page.evaluate(() => document.body.dataset.loaded);
+    await page.selectOption('#mode', mode);
+    await page.waitForFunction((b) => document.body.dataset.loaded !== b, mark);
+    layers[mode] = {
+      hexcount: Number(await page.getAttribute('#hexcount', 'data-count')),
+      legend: await page.textContent('#legend'),
+      message: await page.textContent('#message'),
+      error: await page.textContent('#error'),
+      trend: await page.textContent('#cell-trend'),
+    };
+    await page.screenshot({ path: plan.screenshot.replace(/\.png$/, `-${mode}.png`) });
+  }
   // The calibrated synthetic year over Essex: arrests per resolution-8 cell in one busy week.
   let synthetic = null;
   if (plan.synthetic) {
@@ -102,7 +118,7 @@ try {
     synthetic = { hexcount: Number(await page.getAttribute('#hexcount', 'data-count')) };
     await page.screenshot({ path: plan.screenshot.replace(/\.png$/, '-synthetic.png') });
   }
-  say({ step: 'done', notReloaded, updates, panel, picked, clicked, top, gistar, synthetic,
+  say({ step: 'done', notReloaded, updates, panel, picked, clicked, top, gistar, layers, synthetic,
     errors, external });
 } catch (err) {
   say({ step: 'error', message: String(err?.stack ?? err), errors, external });

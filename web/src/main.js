@@ -19,6 +19,49 @@ const BINS = {
 const BIN_LABELS = { '-3': 'cold 99%', '-2': 'cold 95%', '-1': 'cold 90%', '0': 'n.s.',
   '1': 'hot 90%', '2': 'hot 95%', '3': 'hot 99%' };
 
+// Harm-enforcement gap, ColorBrewer PuOr (11 classes, colour-blind safe), reversed so that
+// positive (under-enforced relative to harm) is orange and negative (over-enforced) is purple.
+const PUOR = [
+  [45, 0, 75], [84, 39, 136], [128, 115, 172], [178, 171, 210], [216, 218, 235], [247, 247, 247],
+  [254, 224, 182], [253, 184, 99], [224, 130, 20], [179, 88, 6], [127, 59, 8],
+];
+const MONTH_NOTE = 'police.uk crime is known only to the month: a week counts day-precision '
+  + 'crime only, so choose period = month for harm and gap.';
+
+// What each layer mode reads and shows. value(): the number a cell is coloured by.
+const MODES = {
+  counts: { value: (r) => r.count, url: (c) =>
+    `/v1/cells?from=${c.start}&to=${c.start}&period=${c.period}&res=${c.res}&kind=${c.kind}` },
+  gistar: { value: (r) => r.count, url: (c) =>
+    `/v1/gistar?period=${c.period}&start=${c.start}&kind=${c.kind}&res=${c.res}` },
+  harm: { value: (r) => r.harm_days, url: (c) =>
+    `/v1/harm?period=${c.period}&start=${c.start}&res=${c.res}` },
+  gap: { value: (r) => r.gap, url: (c) =>
+    `/v1/gap?period=${c.period}&start=${c.start}&res=${c.res}` },
+};
+const modeOf = (c) => MODES[c.mode] ?? MODES.counts;
+
+function puor(t) { // t in -1..1, 0 = neutral
+  const x = (Math.min(1, Math.max(-1, t)) + 1) / 2 * (PUOR.length - 1);
+  const i = Math.min(PUOR.length - 2, Math.floor(x));
+  const f = x - i;
+  return PUOR[i].map((c, k) => Math.round(c + f * (PUOR[i + 1][k] - c)));
+}
+
+function tooltip(r) {
+  if (r.harm_days !== undefined && r.gap !== undefined) {
+    return `${r.cell}\ngap ${r.gap > 0 ? '+' : ''}${r.gap} (harm rank ${r.harm_rank}, `
+      + `enforcement rank ${r.enforcement_rank})\nharm ${r.harm_days} days · enforcement ${r.enforcement}`;
+  }
+  if (r.harm_days !== undefined) {
+    return `${r.cell}\nharm ${r.harm_days} custody days (${r.crimes} crimes, rank ${r.harm_rank})`
+      + `\n${MONTH_NOTE}`;
+  }
+  return `${r.cell}\ncount ${r.count}${r.bin !== undefined ? `\nGi* bin ${r.bin}, z ${r.z.toFixed(2)}` : ''}`;
+}
+
+const classWords = (cls) => cls.replace(/_/g, ' ');
+
 function viridis(t) {
   const x = Math.min(1, Math.max(0, t)) * (VIRIDIS.length - 1);
   const i = Math.min(VIRIDIS.length - 2, Math.floor(x));
@@ -37,9 +80,7 @@ const deck = new Deck({
   initialViewState: state.view,
   controller: true,
   layers: [],
-  getTooltip: ({ object }) => object && object.cell
-    ? `${object.cell}\ncount ${object.count}${object.bin !== undefined ? `\nGi* bin ${object.bin}, z ${object.z.toFixed(2)}` : ''}`
-    : null,
+  getTooltip: ({ object }) => (object && object.cell ? tooltip(object) : null),
   onViewStateChange: ({ viewState }) => { state.view = viewState; return viewState; },
 });
 
@@ -86,13 +127,11 @@ async function loadLayer() {
   const seq = ++state.seq;
   if (!c.start) { state.rows = []; render(c); return; }
   try {
-    const url = c.mode === 'gistar'
-      ? `/v1/gistar?period=${c.period}&start=${c.start}&kind=${c.kind}&res=${c.res}`
-      : `/v1/cells?from=${c.start}&to=${c.start}&period=${c.period}&res=${c.res}&kind=${c.kind}`;
-    const rows = await getJSON(url);
+    const mode = modeOf(c);
+    const rows = await getJSON(mode.url(c));
     if (seq !== state.seq) return; // a newer request has started
-    state.rows = c.mode === 'gistar' ? rows : rows.filter((r) => r.period_start === c.start);
-    state.max = Math.max(1, ...state.rows.map((r) => r.count));
+    state.rows = c.mode === 'counts' ? rows.filter((r) => r.period_start === c.start) : rows;
+    state.max = Math.max(1, ...state.rows.map((r) => Math.abs(mode.value(r))));
     showError(null);
   } catch (err) {
     if (seq !== state.seq) return;
@@ -120,8 +159,28 @@ function fit(rows, key) {
   deck.setProps({ initialViewState: { ...state.view } });
 }
 
+function fillColor(c) {
+  const { value } = modeOf(c);
+  if (c.mode === 'gistar') return (d) => BINS[String(d.bin)];
+  if (c.mode === 'gap') return (d) => puor(value(d) / state.max);
+  return (d) => viridis(Math.sqrt(value(d) / state.max));
+}
+
+// A sentence in the sidebar when the layer has no cells (an empty layer is not an error).
+function emptyMessage(c) {
+  if (state.rows.length || !c.start) return '';
+  const when = `the ${c.period} of ${c.start} at resolution ${c.res}`;
+  if (c.mode === 'harm') {
+    return `No recorded crime for ${when}.${c.period === 'week' ? ` ${MONTH_NOTE}` : ''}`;
+  }
+  if (c.mode === 'gap') {
+    return `No recorded crime or enforcement for ${when}.${c.period === 'week' ? ` ${MONTH_NOTE}` : ''}`;
+  }
+  return `No ${c.kind} cells for ${when}.`;
+}
+
 function render(c) {
-  const gistar = c.mode === 'gistar';
+  const colour = fillColor(c);
   const layers = [];
   if (state.boundaries) {
     layers.push(new GeoJsonLayer({
@@ -132,11 +191,11 @@ function render(c) {
   layers.push(new H3HexagonLayer({
     id: 'hexagons', data: state.rows, pickable: true, extruded: false, stroked: true,
     getHexagon: (d) => d.cell,
-    getFillColor: (d) => [...(gistar ? BINS[String(d.bin)] : viridis(Math.sqrt(d.count / state.max))), 210],
+    getFillColor: (d) => [...colour(d), 210],
     getLineColor: (d) => (d.cell === state.selected ? [0, 0, 0, 255] : [255, 255, 255, 120]),
     getLineWidth: (d) => (d.cell === state.selected ? 3 : 1),
     lineWidthUnits: 'pixels',
-    updateTriggers: { getFillColor: [gistar, state.max], getLineColor: state.selected, getLineWidth: state.selected },
+    updateTriggers: { getFillColor: [c.mode, state.max], getLineColor: state.selected, getLineWidth: state.selected },
     onClick: ({ object }) => object && selectCell(object.cell),
   }));
   // Boundaries go under the hexagons only when they are filled; outlines read better on top.
@@ -145,13 +204,26 @@ function render(c) {
   $('hexcount').textContent = String(state.rows.length);
   $('hexcount').dataset.count = String(state.rows.length);
   $('periodlabel').textContent = c.start ? `${c.period} of ${c.start}` : 'no data';
-  legend(gistar);
+  $('message').textContent = emptyMessage(c);
+  legend(c);
   top10(c);
 }
 
-function legend(gistar) {
+function legend(c) {
   const el = $('legend');
-  if (gistar) {
+  if (c.mode === 'gap') {
+    const stops = [-1, -0.5, 0, 0.5, 1].map((t) => `rgb(${puor(t)}) ${(t + 1) * 50}%`).join(',');
+    el.innerHTML = `<div>Harm–enforcement gap (enforcement rank − harm rank; PuOr)</div>
+      <div class="bar" style="background:linear-gradient(to right,${stops})"></div>
+      <div class="ticks">${state.rows.length
+    ? `<span>−${state.max}</span><span>0</span><span>+${state.max}</span>` : '<span>no cells</span>'}</div>
+      <div class="ticks"><span>over-enforced</span><span>under-enforced</span></div>
+      <div class="note">Positive = under-enforced relative to harm: the cell ranks higher for harm
+      (recorded crime in custody days) than for enforcement (arrests, seizures, warrants).
+      ${MONTH_NOTE}</div>`;
+    return;
+  }
+  if (c.mode === 'gistar') {
     el.innerHTML = '<div>Gi* confidence bin</div><div class="bins">' +
       Object.keys(BINS).sort((a, b) => a - b).map((b) =>
         `<span style="background:rgb(${BINS[b]})" title="${BIN_LABELS[b]}">${b}</span>`).join('') +
@@ -160,18 +232,30 @@ function legend(gistar) {
   }
   const stops = [0, 0.25, 0.5, 0.75, 1].map((t) => `rgb(${viridis(t)}) ${t * 100}%`).join(',');
   // sqrt scale: the tick at t shows the count t^2 * max.
-  el.innerHTML = `<div>Events per cell (sqrt scale, viridis)</div>
+  const title = c.mode === 'harm'
+    ? 'Harm (custody days, recorded crime weighted by sentencing starting points; sqrt scale, viridis)'
+    : 'Events per cell (sqrt scale, viridis)';
+  el.innerHTML = `<div>${title}</div>
     <div class="bar" style="background:linear-gradient(to right,${stops})"></div>
-    <div class="ticks"><span>0</span><span>${Math.round(state.max / 4)}</span><span>${state.max}</span></div>`;
+    <div class="ticks">${state.rows.length
+    ? `<span>0</span><span>${Math.round(state.max / 4)}</span><span>${state.max}</span>` : '<span>no cells</span>'}</div>`
+    + (c.mode === 'harm' ? `<div class="note">${MONTH_NOTE}</div>` : '');
+}
+
+function topLabel(r, c) {
+  if (c.mode === 'harm') return `${r.cell} — ${r.harm_days} days (${r.crimes} crimes)`;
+  if (c.mode === 'gap') return `${r.cell} — gap ${r.gap > 0 ? '+' : ''}${r.gap}`;
+  return `${r.cell} — ${r.count}${c.mode === 'gistar' ? ` (bin ${r.bin})` : ''}`;
 }
 
 function top10(c) {
-  const rows = [...state.rows].filter((r) => r.count > 0)
-    .sort((a, b) => b.count - a.count || (a.cell < b.cell ? -1 : 1)).slice(0, 10);
+  const { value } = modeOf(c);
+  const rows = [...state.rows].filter((r) => value(r) > 0)
+    .sort((a, b) => value(b) - value(a) || (a.cell < b.cell ? -1 : 1)).slice(0, 10);
   $('top').innerHTML = '';
   for (const r of rows) {
     const li = document.createElement('li');
-    li.textContent = `${r.cell} — ${r.count}${c.mode === 'gistar' ? ` (bin ${r.bin})` : ''}`;
+    li.textContent = topLabel(r, c);
     li.dataset.cell = r.cell;
     li.onclick = () => selectCell(r.cell);
     $('top').append(li);
@@ -191,15 +275,24 @@ async function selectCell(cell, redraw = true) {
   $('cell-id').textContent = cell;
   $('cell-kind').textContent = `${c.kind}, ${c.period} of ${c.start}`;
   const row = state.rows.find((r) => r.cell === cell);
-  $('cell-count').textContent = String(row ? row.count : 0);
-  $('cell-count').dataset.count = String(row ? row.count : 0);
+  $('cell-layer').textContent = row && (c.mode === 'harm' || c.mode === 'gap')
+    ? tooltip(row).split('\n').slice(1).filter((l) => l !== MONTH_NOTE).join(' · ') : '';
   if (redraw) render(c);
   try {
-    const [all, events] = await Promise.all([
+    const [all, events, trend] = await Promise.all([
       getJSON(`/v1/cells?from=${c.start}&to=${c.start}&period=${c.period}&res=${c.res}`),
       getJSON(`/v1/events?cell=${cell}&period=${c.period}&start=${c.start}&limit=20`),
+      getJSON(`/v1/cells/${cell}/class?kind=${c.kind}&res=${c.res}`),
     ]);
+    if (state.selected !== cell) return; // another cell was chosen meanwhile
     const mine = all.filter((r) => r.cell === cell && r.period_start === c.start);
+    const own = mine.find((r) => r.kind === c.kind)?.count ?? 0;
+    $('cell-count').textContent = String(own);
+    $('cell-count').dataset.count = String(own);
+    $('cell-trend').textContent = trend.class
+      ? `Trend: ${classWords(trend.class)} (week of ${trend.week_start})`
+      : 'Trend: not classified yet';
+    $('cell-trend').dataset.class = trend.class ?? '';
     $('cell-kinds').innerHTML = mine.map((r) =>
       `<tr data-kind="${r.kind}"><td>${r.kind}</td><td>${r.count}</td></tr>`).join('');
     $('cell-events').innerHTML = '';
