@@ -19,10 +19,8 @@ from shapely.geometry import Point, Polygon
 from shapely.geometry.polygon import orient
 
 from hotspots import __version__
-from hotspots.contract import KINDS
 from hotspots.geo import to_int, to_str
-from hotspots.periods import start_of
-from sinks.queries import QueryError, cells
+from sinks.queries import cells, check_args
 from sinks.store import Store
 
 CRS = "EPSG:4326"
@@ -163,13 +161,7 @@ def rollup_cells(rows: Iterable[Mapping[str, Any]], bounds: gpd.GeoDataFrame,
 
 
 def check_period(period: str, start: date, kind: str) -> None:
-    if period not in DISTRICT_PERIODS:
-        raise QueryError(f"period {period!r} not supported; choose one of {DISTRICT_PERIODS}")
-    if start != start_of(start, period):
-        raise QueryError(f"{start} does not start a {period}; the {period} containing it "
-                         f"starts {start_of(start, period)}")
-    if kind not in KINDS:
-        raise QueryError(f"kind {kind!r} unknown; choose one of {KINDS}")
+    check_args(DISTRICT_PERIODS, period, start, kind=kind)
 
 
 def district_rollup(store: Store, boundaries: gpd.GeoDataFrame | str | Path | None, period: str,

@@ -23,10 +23,8 @@ from typing import Any
 import numpy as np
 from h3.api import basic_int as h3i
 
-from hotspots.contract import KINDS
-from hotspots.geo import RESOLUTIONS, to_str
-from hotspots.periods import start_of
-from sinks.queries import QueryError
+from hotspots.geo import to_str
+from sinks.queries import QueryError, check_args
 from sinks.store import Store
 
 GISTAR_PERIODS = ("week", "month")
@@ -163,15 +161,7 @@ def gistar(store: Store, period: str, start: date, kind: str, res: int,
     """Gi* hot and cold spots of one kind in one week or month, hottest first. The study area is
     every cell at ``res`` with any event of any kind in any period, plus its k-ring, so that
     it does not change with the kind or period asked about."""
-    if period not in GISTAR_PERIODS:
-        raise QueryError(f"period {period!r} not supported; choose one of {GISTAR_PERIODS}")
-    if start != start_of(start, period):
-        raise QueryError(f"{start} does not start a {period}; the {period} containing it "
-                         f"starts {start_of(start, period)}")
-    if kind not in KINDS:
-        raise QueryError(f"kind {kind!r} unknown; choose one of {KINDS}")
-    if res not in RESOLUTIONS:
-        raise QueryError(f"resolution {res} not kept; choose one of {sorted(RESOLUTIONS)}")
+    check_args(GISTAR_PERIODS, period, start, res, kind)
     if not 1 <= k <= MAX_K:
         raise QueryError(f"k must be between 1 and {MAX_K}")
     seen = store.query("SELECT DISTINCT cell FROM {db}.rollups FINAL WHERE res = %(res)s AND count > 0",

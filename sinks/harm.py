@@ -28,9 +28,8 @@ from collections.abc import Mapping
 from datetime import date
 from typing import Any
 
-from hotspots.geo import RESOLUTIONS, to_str
-from hotspots.periods import start_of
-from sinks.queries import QueryError
+from hotspots.geo import to_str
+from sinks.queries import check_args
 from sinks.store import Store
 
 HARM_PERIODS = ("week", "month")
@@ -90,13 +89,7 @@ def harm_days(crime_type: str) -> int:
 
 
 def _check(period: str, start: date, res: int) -> None:
-    if period not in HARM_PERIODS:
-        raise QueryError(f"period {period!r} not supported; choose one of {HARM_PERIODS}")
-    if start != start_of(start, period):
-        raise QueryError(f"{start} does not start a {period}; the {period} containing it "
-                         f"starts {start_of(start, period)}")
-    if res not in RESOLUTIONS:
-        raise QueryError(f"resolution {res} not kept; choose one of {sorted(RESOLUTIONS)}")
+    check_args(HARM_PERIODS, period, start, res=res)
 
 
 def _harm(store: Store, period: str, start: date, res: int, proactive: bool) -> dict[int, list[int]]:

@@ -27,6 +27,20 @@ def _check(res: int, period: str, kind: str | None) -> None:
         raise QueryError(f"kind {kind!r} unknown; choose one of {KINDS}")
 
 
+def check_args(periods: tuple[str, ...], period: str, start: date | None = None,
+               res: int | None = None, kind: str | None = None) -> None:
+    """The argument checks every analytic query shares, with the same messages."""
+    if period not in periods:
+        raise QueryError(f"period {period!r} not supported; choose one of {periods}")
+    if start is not None and start != start_of(start, period):
+        raise QueryError(f"{start} does not start a {period}; the {period} containing it "
+                         f"starts {start_of(start, period)}")
+    if res is not None and res not in RESOLUTIONS:
+        raise QueryError(f"resolution {res} not kept; choose one of {sorted(RESOLUTIONS)}")
+    if kind is not None and kind not in KINDS:
+        raise QueryError(f"kind {kind!r} unknown; choose one of {KINDS}")
+
+
 def cells(store: Store, start: date, end: date, res: int = 8, period: str = "week",
           kind: str | None = None) -> list[dict[str, Any]]:
     """Counts per (cell, period, kind) for every period that overlaps [start, end]."""

@@ -13,11 +13,10 @@ from typing import Any
 import h3
 from h3.api import basic_int as h3i
 
-from hotspots.contract import KINDS, MEASURES
+from hotspots.contract import MEASURES
 from hotspots.geo import RESOLUTIONS, to_int, to_str
-from hotspots.periods import start_of
 from sinks.gistar import MAX_K, study_area
-from sinks.queries import _LABEL, QueryError, _present
+from sinks.queries import _LABEL, QueryError, _present, check_args
 from sinks.store import Store
 
 TREND_PERIODS = ("week", "month")
@@ -28,15 +27,7 @@ EXACT_UP_TO = 1000
 
 
 def _check(period: str, start: date, res: int | None, kind: str | None, limit: int | None) -> None:
-    if period not in TREND_PERIODS:
-        raise QueryError(f"period {period!r} not supported; choose one of {TREND_PERIODS}")
-    if start != start_of(start, period):
-        raise QueryError(f"{start} does not start a {period}; the {period} containing it "
-                         f"starts {start_of(start, period)}")
-    if res is not None and res not in RESOLUTIONS:
-        raise QueryError(f"resolution {res} not kept; choose one of {sorted(RESOLUTIONS)}")
-    if kind is not None and kind not in KINDS:
-        raise QueryError(f"kind {kind!r} unknown; choose one of {KINDS}")
+    check_args(TREND_PERIODS, period, start, res, kind)
     if limit is not None and not 1 <= limit <= MAX_LIMIT:
         raise QueryError(f"limit must be between 1 and {MAX_LIMIT}")
 
