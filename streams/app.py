@@ -15,6 +15,7 @@ same event sent twice (a producer retry, a replayed file) is counted once.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import faust
@@ -25,6 +26,22 @@ from hotspots.geo import partition_key, partition_of
 from hotspots.metrics import BATCH_SIZE, EVENTS_IN, EVENTS_OUT, INVALID, UNKNOWN_KIND, add_counts, observe_lag
 from hotspots.settings import WorkerSettings
 from streams.rollup import accepted_row, apply, rollup_keys
+
+ENVELOPE_BYTES = 256 * 1024
+
+
+def envelopes(rows: list[bytes], limit: int) -> Iterator[bytes]:
+    """JSON arrays of the encoded rows, each at most ``limit`` bytes (or one oversized row)."""
+    chunk: list[bytes] = []
+    size = 2
+    for row in rows:
+        if chunk and size + len(row) + 1 > limit:
+            yield b"[" + b",".join(chunk) + b"]"
+            chunk, size = [], 2
+        chunk.append(row)
+        size += len(row) + 1
+    if chunk:
+        yield b"[" + b",".join(chunk) + b"]"
 
 
 def build_app(settings: WorkerSettings) -> faust.App:
@@ -125,9 +142,10 @@ def build_app(settings: WorkerSettings) -> faust.App:
         for event_id, (partition, value) in first_seen.items():
             seen.data[event_id] = value
             seen.send_changelog(partition, event_id, value)
-        if rows:
-            # One envelope per batch: the raw table's feed, deduplicated there by event.
-            accepted.send_soon(key=None, value=b"[" + b",".join(rows) + b"]")
+        # Envelopes of accepted events: the raw table's feed, deduplicated there by event.
+        # Each stays well under Kafka's 1 MB message limit, whatever the batch size.
+        for envelope in envelopes(rows, ENVELOPE_BYTES):
+            accepted.send_soon(key=None, value=envelope)
         add_counts(EVENTS_IN, "worker", kinds_in)
         add_counts(EVENTS_OUT, "worker", kinds_out)
         add_counts(INVALID, "worker", invalid)

@@ -136,3 +136,15 @@ def test_accepted_row_shape():
     assert list(row)[-len(MEASURES):] == list(MEASURES)
     assert set(row) == set(EVENT_COLUMNS)  # exactly what the sink writes
     assert tuple(row[m] for m in MEASURES) == measures_of(SEIZURE)
+
+
+def test_accepted_envelopes_stay_under_the_size_limit():
+    import orjson
+
+    from streams.app import envelopes
+
+    rows = [orjson.dumps({"event_id": f"e-{i}", "pad": "x" * 300}) for i in range(2000)]
+    out = list(envelopes(rows, 64 * 1024))
+    assert all(len(e) <= 64 * 1024 for e in out) and len(out) > 1
+    assert [r["event_id"] for e in out for r in orjson.loads(e)] == [f"e-{i}" for i in range(2000)]
+    assert list(envelopes([], 1024)) == []
