@@ -14,6 +14,9 @@ same event sent twice (a producer retry, a replayed file) is counted once.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -27,6 +30,7 @@ from hotspots.metrics import BATCH_SIZE, EVENTS_IN, EVENTS_OUT, INVALID, UNKNOWN
 from hotspots.settings import WorkerSettings
 from streams.rollup import accepted_row, apply, rollup_keys
 
+log = logging.getLogger(__name__)
 ENVELOPE_BYTES = 256 * 1024
 
 
@@ -77,15 +81,18 @@ def build_app(settings: WorkerSettings) -> faust.App:
 
     admission = settings.admission()
 
+    sent: list[Any] = []  # this batch's writes, awaited before its events are acked
+
     def refuse(raw: bytes, reason: str, detail: str, where: str) -> None:
         record = dead_letter(raw, reason, detail, where)
-        dlq.send_soon(key=reason.encode(), value=orjson.dumps(record))
+        sent.append(dlq.send_soon(key=reason.encode(), value=orjson.dumps(record)))
 
     def fold(batch: list[Any]) -> None:
         """Fold a batch of events; write each changed key once, after the whole batch.
 
-        Every write goes through faust's producer buffer, which faust flushes before it
-        commits the batch's offsets; take_events acks them only after this returns.
+        Every write's future lands in ``sent``; the agent awaits them all before take_events
+        acks the batch. faust's own pre-commit flush gives up after 0.1 s with messages still
+        queued, so without this an offset could be committed ahead of its changelog writes.
         """
         dirty: dict[str, tuple[int, dict[str, Any]]] = {}
         first_seen: dict[str, tuple[int, list[Any]]] = {}
@@ -114,7 +121,7 @@ def build_app(settings: WorkerSettings) -> faust.App:
             if msg.partition != home:
                 # Written by a producer that keyed it differently: send it to the partition
                 # that owns its cell. A duplicate made by a crash here is caught by ``seen``.
-                events.send_soon(key=key, value=raw, partition=home)
+                sent.append(events.send_soon(key=key, value=raw, partition=home))
                 continue
             here = [msg.partition, msg.offset]
             digest = content_digest(ev)
@@ -138,14 +145,14 @@ def build_app(settings: WorkerSettings) -> faust.App:
             kinds_out[ev.kind] += 1
         for name, (partition, state) in dirty.items():
             rollups.data[name] = state
-            rollups.send_changelog(partition, name, state)
+            sent.append(rollups.send_changelog(partition, name, state))
         for event_id, (partition, value) in first_seen.items():
             seen.data[event_id] = value
-            seen.send_changelog(partition, event_id, value)
+            sent.append(seen.send_changelog(partition, event_id, value))
         # Envelopes of accepted events: the raw table's feed, deduplicated there by event.
         # Each stays well under Kafka's 1 MB message limit, whatever the batch size.
         for envelope in envelopes(rows, ENVELOPE_BYTES):
-            accepted.send_soon(key=None, value=envelope)
+            sent.append(accepted.send_soon(key=None, value=envelope))
         add_counts(EVENTS_IN, "worker", kinds_in)
         add_counts(EVENTS_OUT, "worker", kinds_out)
         add_counts(INVALID, "worker", invalid)
@@ -156,5 +163,13 @@ def build_app(settings: WorkerSettings) -> faust.App:
     async def aggregate(stream: Any) -> None:
         async for batch in stream.take_events(settings.fold_batch, within=settings.fold_within):
             fold(batch)
+            try:
+                await asyncio.gather(*sent)
+            except Exception:
+                # A write the broker refused after its retries: stop, so that the batch is
+                # read again from the last committed offset by the restarted worker.
+                log.critical("a write was not acknowledged; exiting", exc_info=True)
+                os._exit(70)
+            sent.clear()
 
     return app

@@ -57,13 +57,22 @@ def sent(monkeypatch) -> Sent:
     async def send(self: Any, **kw: Any) -> None:
         record(self, kw)
 
-    def send_soon(self: Any, **kw: Any) -> SimpleNamespace:  # tables read .message.partition
+    def send_soon(self: Any, **kw: Any) -> asyncio.Future:
+        """A delivered write: an already-resolved future (the agent awaits them), with the
+        ``.message.partition`` that tables read."""
         record(self, kw)
-        return SimpleNamespace(message=SimpleNamespace(partition=kw.get("partition")))
+        fut = _Delivered(loop=asyncio.get_running_loop())
+        fut.message = SimpleNamespace(partition=kw.get("partition"))
+        fut.set_result(None)
+        return fut
 
     monkeypatch.setattr(Topic, "send", send)
     monkeypatch.setattr(Topic, "send_soon", send_soon)
     return sent
+
+
+class _Delivered(asyncio.Future):
+    message: Any
 
 
 Scenario = Callable[[Any], Awaitable[None]]

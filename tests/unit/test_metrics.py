@@ -5,6 +5,7 @@ The registry is process-wide: each test compares values before and after what it
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -38,6 +39,10 @@ def delta(name: str, **labels: str) -> Callable[[], float]:
     return lambda: value(name, **labels) - before
 
 
+class _Delivered(asyncio.Future):
+    message: Any
+
+
 @pytest.fixture
 def quiet_topics(monkeypatch) -> None:
     """The worker's sends go nowhere (as in test_agent, without recording them)."""
@@ -45,8 +50,11 @@ def quiet_topics(monkeypatch) -> None:
     async def send(self: Any, **kw: Any) -> None:
         return None
 
-    def send_soon(self: Any, **kw: Any) -> SimpleNamespace:
-        return SimpleNamespace(message=SimpleNamespace(partition=kw.get("partition")))
+    def send_soon(self: Any, **kw: Any) -> Any:
+        fut = _Delivered(loop=asyncio.get_running_loop())  # the agent awaits its writes
+        fut.message = SimpleNamespace(partition=kw.get("partition"))
+        fut.set_result(None)
+        return fut
 
     monkeypatch.setattr(Topic, "send", send)
     monkeypatch.setattr(Topic, "send_soon", send_soon)
