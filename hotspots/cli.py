@@ -257,6 +257,13 @@ def _iso(value: date) -> str:
 DATE = click.DateTime(formats=["%Y-%m-%d"])
 
 
+def PERIOD_START(fn: Any) -> Any:
+    """--period week|month and --start, the period's first day: shared by the analytics."""
+    fn = click.option("--start", type=DATE, required=True,
+                      help="The week's Monday or the month's 1st.")(fn)
+    return click.option("--period", type=click.Choice(["week", "month"]), required=True)(fn)
+
+
 @query.command("summary")
 @DATA_DIR
 @click.option("--from", "start", type=DATE, required=True)
@@ -333,8 +340,7 @@ def query_dlq(data_dir: Path | None, samples: int, fmt: str) -> None:
 
 @query.command("gistar")
 @DATA_DIR
-@click.option("--period", type=click.Choice(["week", "month"]), required=True)
-@click.option("--start", type=DATE, required=True, help="The week's Monday or the month's 1st.")
+@PERIOD_START
 @click.option("--kind", required=True)
 @click.option("--res", type=click.IntRange(6, 8), default=8, show_default=True)
 @click.option("--k", "k", type=click.IntRange(1, 5), default=1, show_default=True,
@@ -379,8 +385,7 @@ LIMIT = click.option("--limit", type=click.IntRange(1, 10_000), default=None,
 
 @query.command("change")
 @DATA_DIR
-@click.option("--period", type=click.Choice(["week", "month"]), required=True)
-@click.option("--start", type=DATE, required=True, help="The week's Monday or the month's 1st.")
+@PERIOD_START
 @click.option("--kind", required=True)
 @click.option("--res", type=click.IntRange(6, 8), default=8, show_default=True)
 @click.option("--mode", type=click.Choice(["pop", "4v4"]), default="pop", show_default=True,
@@ -404,8 +409,7 @@ def query_change(data_dir: Path | None, period: str, start: Any, kind: str, res:
 
 @query.command("smoothed")
 @DATA_DIR
-@click.option("--period", type=click.Choice(["week", "month"]), required=True)
-@click.option("--start", type=DATE, required=True, help="The week's Monday or the month's 1st.")
+@PERIOD_START
 @click.option("--kind", required=True)
 @click.option("--res", type=click.IntRange(6, 8), default=8, show_default=True)
 @click.option("--k", "k", type=click.IntRange(1, 5), default=1, show_default=True,
@@ -429,8 +433,7 @@ def query_smoothed(data_dir: Path | None, period: str, start: Any, kind: str, re
 @query.command("events")
 @DATA_DIR
 @click.option("--cell", required=True, help="An H3 cell at resolution 6, 7 or 8.")
-@click.option("--period", type=click.Choice(["week", "month"]), required=True)
-@click.option("--start", type=DATE, required=True, help="The week's Monday or the month's 1st.")
+@PERIOD_START
 @click.option("--kind", default=None)
 @click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
 @FORMAT
@@ -566,8 +569,7 @@ def _gis_local(run: Any) -> Any:
 
 @query.command("districts")
 @DATA_DIR
-@click.option("--period", type=click.Choice(["week", "month"]), required=True)
-@click.option("--start", type=DATE, required=True, help="The week's Monday or the month's 1st.")
+@PERIOD_START
 @click.option("--kind", required=True)
 @click.option("--res", type=click.IntRange(6, 8), default=8, show_default=True)
 @click.option("--boundaries", type=click.Path(dir_okay=False, path_type=Path), default=None,
