@@ -349,14 +349,8 @@ def test_api(store, hub):
     assert failed.status_code == 503 and "not acknowledged" in failed.json()["detail"]
 
 
-def test_cli(store, hub, monkeypatch):
-    calls: list[tuple[str, str]] = []
-
-    def local(config, path, params, run, timeout=60, method="GET"):
-        calls.append((method, path))
-        return run(store)
-
-    monkeypatch.setattr(cli, "_api_or_local", local)
+def test_cli(store, hub, monkeypatch, cli_on_store):
+    calls = cli_on_store.methods
     out = CliRunner().invoke(cli.main, ["query", "ehsa", "--week", f"{YEAR}-W11", "--kind",
                                         "arrest", "--weeks", "10", "--format", "csv"])
     assert out.exit_code == 0, out.output

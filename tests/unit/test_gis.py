@@ -242,8 +242,7 @@ def test_api(store, essex_events, monkeypatch):
 
 
 @needs_essex
-def test_cli(store, essex_events, monkeypatch, tmp_path):
-    monkeypatch.setattr(cli, "_api_or_local", lambda config, path, params, local: local(store))
+def test_cli(store, essex_events, monkeypatch, tmp_path, cli_on_store):
     run = CliRunner().invoke
     week = ["--from", "2076-03-02", "--to", "2076-03-08", "--kind", "arrest"]
     for fmt in ("geojson", "gpkg"):

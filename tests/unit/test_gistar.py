@@ -216,7 +216,7 @@ def test_query_errors(store, args, message):
         gistar(store, *args)
 
 
-def test_api_and_cli(store, hub, monkeypatch):
+def test_api_and_cli(store, hub, cli_on_store):
     with warnings.catch_warnings():  # starlette's notice about httpx, at import
         warnings.simplefilter("ignore")
         from fastapi.testclient import TestClient
@@ -227,7 +227,6 @@ def test_api_and_cli(store, hub, monkeypatch):
     bad = client.get("/v1/gistar", params={**params, "start": f"{YEAR}-03-06"})
     assert bad.status_code == 400 and "does not start a week" in bad.json()["detail"]
 
-    monkeypatch.setattr(cli, "_api_or_local", lambda config, path, params, local: local(store))
     out = CliRunner().invoke(cli.main, ["query", "gistar", "--period", "week", "--start",
                                         f"{YEAR}-03-05", "--kind", "arrest", "--format", "csv"])
     assert out.exit_code == 0, out.output

@@ -107,7 +107,7 @@ def test_harm_errors(store, period, start, res, message):
         harm(store, period, start, res)
 
 
-def test_api_and_cli(store, crafted, monkeypatch):
+def test_api_and_cli(store, crafted, cli_on_store):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from fastapi.testclient import TestClient
@@ -118,7 +118,6 @@ def test_api_and_cli(store, crafted, monkeypatch):
     assert got.status_code == 200 and got.json()[0]["harm_days"] == 2920
     assert client.get("/v1/harm", params={"period": "month", "start": f"{Y}-01-02"}).status_code == 400
 
-    monkeypatch.setattr(cli, "_api_or_local", lambda config, path, params, local, **kw: local(store))
     out = CliRunner().invoke(cli.main, ["query", "gap", "--period", "month", "--start", f"{Y}-01-01",
                                         "--format", "csv"])
     assert out.exit_code == 0, out.output

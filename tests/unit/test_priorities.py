@@ -200,7 +200,7 @@ def test_csv_and_html(store, crafted):
     check_html(priorities_html([], AS_OF), [])
 
 
-def test_api_and_cli(store, crafted, monkeypatch, tmp_path):
+def test_api_and_cli(store, crafted, tmp_path, cli_on_store):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from fastapi.testclient import TestClient
@@ -215,7 +215,6 @@ def test_api_and_cli(store, crafted, monkeypatch, tmp_path):
     assert got.status_code == 200 and got.text.count('<section class="cell">') == 5
     assert client.get("/v1/priorities", params={"limit": 0}).status_code == 422
 
-    monkeypatch.setattr(cli, "_api_or_local", lambda config, path, params, local, **kw: local(store))
     out = tmp_path / "pack.html"
     run = CliRunner().invoke(cli.main, ["priorities", "--as-of", AS_OF.isoformat(), "--limit", "3",
                                         "--format", "html", "--out", str(out)])

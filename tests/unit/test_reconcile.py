@@ -255,17 +255,11 @@ def test_api_reconcile(store):
                       ).status_code == 400
 
 
-def test_cli_exit_codes(store, sink_settings, monkeypatch):
+def test_cli_exit_codes(store, sink_settings, cli_on_store):
     write(store, sink_settings, accepted=accepted([Arrest(
         event_id="rc-2049-x", occurred_at=utc(date(2049, 3, 3), 12), lat=CHELMSFORD[0],
         lon=CHELMSFORD[1], force="essex")]))
-    seen = []
-
-    def local(config, path, params, run, timeout=60):
-        seen.append((path, params))
-        return run(store)
-
-    monkeypatch.setattr(cli, "_api_or_local", local)
+    seen = cli_on_store
     runner = CliRunner()
     ok = runner.invoke(cli.main, ["reconcile", "--from", "2050-01-01", "--to", "2050-12-31"])
     assert ok.exit_code == 0 and ": OK" in ok.output

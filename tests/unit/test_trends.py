@@ -225,7 +225,7 @@ def test_query_errors(store, call, message):
         call(store)
 
 
-def test_api_and_cli(store, data_2061, data_2063, data_2064, monkeypatch):
+def test_api_and_cli(store, data_2061, data_2063, data_2064, cli_on_store):
     with warnings.catch_warnings():  # starlette's notice about httpx, at import
         warnings.simplefilter("ignore")
         from fastapi.testclient import TestClient
@@ -246,13 +246,7 @@ def test_api_and_cli(store, data_2061, data_2063, data_2064, monkeypatch):
     bad = client.get("/v1/events", params={"cell": "zz", "period": "week", "start": W4.isoformat()})
     assert bad.status_code == 400 and "not an H3 cell" in bad.json()["detail"]
 
-    seen = []
-
-    def local(config, path, params, run, timeout=60):
-        seen.append((path, params))
-        return run(store)
-
-    monkeypatch.setattr(cli, "_api_or_local", local)
+    seen = cli_on_store
     runner = CliRunner()
     out = runner.invoke(cli.main, ["query", "change", "--period", "week", "--start", W0.isoformat(),
                                    "--kind", "arrest", "--mode", "4v4", "--limit", "2",
