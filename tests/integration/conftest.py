@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from hotspots import stack
+from tests.shared_data import ESSEX_OUTLINES
 
 
 def _free_port() -> int:
@@ -30,10 +31,8 @@ def _free_port() -> int:
 def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack.StackConfig]:
     data_dir = tmp_path_factory.mktemp("stack")
     # Real district outlines, from ../shared beside the repository, for the map and districts.
-    outlines = (Path(__file__).resolve().parents[2].parent / "shared" / "data" / "boundaries"
-                / "essex-police-area-lad-may2024-buc.geojson")
-    if outlines.exists():
-        os.environ.setdefault("HOTSPOTS_BOUNDARIES", str(outlines))
+    if ESSEX_OUTLINES.exists():
+        os.environ.setdefault("HOTSPOTS_BOUNDARIES", str(ESSEX_OUTLINES))
     config = stack.StackConfig(str(data_dir), _free_port(), _free_port(), _free_port(),
                                topic_prefix=f"it-{uuid.uuid4().hex[:8]}", partitions=4)
     try:

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from datetime import timedelta
-from pathlib import Path
 
 import h3
 import pandas as pd
 import pytest
 
 from tests.integration.conftest import cli_json, run_cli
+from tests.shared_data import ESSEX_CSVS, needs
 
 pytestmark = pytest.mark.integration
 
-# The real files sit in ../shared beside the repository (never copied into it).
-DATA = Path(os.environ.get("HOTSPOTS_SHARED_DATA",
-                           Path(__file__).resolve().parents[2].parent / "shared" / "data")
-            ) / "police-uk" / "essex"
+DATA = ESSEX_CSVS
 FILES = sorted(DATA.glob("*.csv.gz"))
 
 
@@ -56,8 +52,7 @@ def _cells(config, period: str, res: int) -> Counter:
     return Counter({(r["cell"], r["period_start"], r["kind"]): r["count"] for r in rows})
 
 
-@pytest.mark.skipif(not FILES and not os.environ.get("CI"),
-                    reason=f"the shared police.uk data is not at {DATA}")
+@needs(DATA)
 def test_replay_of_real_essex_files_matches_an_independent_count(live_stack) -> None:
     assert FILES, f"no police.uk files at {DATA} (set HOTSPOTS_SHARED_DATA)"
     report = cli_json_report(live_stack)

@@ -22,13 +22,13 @@ from hotspots.contract import Arrest
 from sinks import gis
 from sinks.api import build_api
 from sinks.queries import QueryError
+from tests.shared_data import BOUNDARIES, ESSEX_OUTLINES, needs
 from tests.unit.test_store import worker_output, write
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-BOUNDARIES = Path("/work/shared/data/boundaries")
-ESSEX = BOUNDARIES / "essex-police-area-lad-may2024-buc.geojson"
+ESSEX = ESSEX_OUTLINES
 ENGLAND = BOUNDARIES / "england-lad-may2024-buc.geojson"
-needs_essex = pytest.mark.skipif(not ESSEX.is_file(), reason="Essex district outlines absent")
+needs_essex = needs(ESSEX)
 
 # Town centres (lat, lon) and the district (`name` in the boundaries file) each lies in.
 TOWNS = {

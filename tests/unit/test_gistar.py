@@ -9,7 +9,6 @@ import itertools
 import math
 import warnings
 from datetime import UTC, date, datetime
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,12 +29,13 @@ from sinks.gistar import (
     z_scores,
 )
 from sinks.queries import QueryError
+from tests.shared_data import ESSEX_CSVS, needs
 from tests.unit.test_store import worker_output, write
 
 esda_getisord = pytest.importorskip("esda.getisord")
 libpysal = pytest.importorskip("libpysal")
 
-ESSEX = Path("/work/shared/data/police-uk/essex")
+ESSEX = ESSEX_CSVS
 YEAR = 2057
 
 
@@ -70,13 +70,12 @@ def test_matches_esda_on_a_lattice():
     np.testing.assert_allclose(z_scores(y, nbrs), esda_zs(y, nbrs), atol=1e-6, rtol=0)
 
 
-@pytest.mark.skipif(not ESSEX.is_dir(), reason="police.uk Essex extract not present")
+@needs(ESSEX)
 @pytest.mark.parametrize("k", [1, 2])
 def test_matches_esda_on_essex_violence(k):
     pd = pytest.importorskip("pandas")
     files = sorted(ESSEX.glob("2025-0*-essex-street.csv.gz"))
-    if not files:
-        pytest.skip("no 2025 Essex street files")
+    assert files, f"no 2025 Essex street files in {ESSEX}"
     crimes = pd.concat(pd.read_csv(f, usecols=["Month", "Latitude", "Longitude", "Crime type"])
                        for f in files).dropna(subset=["Latitude", "Longitude"])
     # Chelmsford and around: a few hundred res-8 cells.

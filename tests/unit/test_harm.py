@@ -9,7 +9,6 @@ import csv
 import gzip
 import warnings
 from datetime import UTC, date, datetime
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -20,9 +19,9 @@ from hotspots.geo import cell_of, to_str
 from sinks.api import build_api
 from sinks.harm import DEFAULT_TYPE, HARM_WEIGHTS, gap, harm, harm_days
 from sinks.queries import QueryError
+from tests.shared_data import POLICE_UK
 from tests.unit.test_store import worker_output, write
 
-POLICE_UK = Path("/work/shared/data/police-uk")
 TYPES = ("Violence and sexual offences", "Robbery", "Burglary", "Drugs", "Possession of weapons",
          "Criminal damage and arson", "Public order", "Shoplifting", "Theft from the person",
          "Vehicle crime", "Other theft", "Bicycle theft", "Other crime", "Anti-social behaviour")

@@ -25,6 +25,7 @@ from producers.policeuk import (
     read_file,
 )
 from producers.publisher import Rejected
+from tests.shared_data import POLICE_UK, needs
 
 STREET_HEADER = ",".join(STREET_COLUMNS)
 STOP_HEADER = ",".join(STOP_SEARCH_COLUMNS)
@@ -301,11 +302,11 @@ def test_corrupt_gzip_is_a_replay_error(tmp_path):
         read_all(path)
 
 
-REAL = Path("/work/shared/data/police-uk")
+REAL = POLICE_UK
 REAL_STOP = REAL / "essex" / "2024-12-essex-stop-and-search.csv.gz"
 
 
-@pytest.mark.skipif(not REAL_STOP.exists(), reason=f"the shared police.uk data is not at {REAL}")
+@needs(REAL_STOP)
 def test_real_stop_and_search_file_matches_the_readme():
     readme = (REAL / "README.md").read_text()
     table = re.search(r"\|\s*essex/2024-12-essex-stop-and-search\.csv\.gz\s*\|[^|]*\|[^|]*\|"
