@@ -39,6 +39,14 @@ def _config(data_dir: Path | None) -> stack.StackConfig:
                              api_host=s.api_host)
 
 
+def _emit(text: str, out: Path | None) -> None:
+    """Write a generated document to --out, or to standard output."""
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+
+
 def _fail(message: str, code: int = 1) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
@@ -643,10 +651,7 @@ def contract_schema(out: Path | None) -> None:
     from hotspots.contract import json_schema
 
     text = json_schema()
-    if out is None:
-        click.echo(text, nl=False)
-    else:
-        out.write_text(text)
+    _emit(text, out)
 
 
 @main.command()
@@ -656,10 +661,7 @@ def openapi(out: Path | None) -> None:
     from sinks.api import openapi_json
 
     text = openapi_json()
-    if out is None:
-        click.echo(text, nl=False)
-    else:
-        out.write_text(text)
+    _emit(text, out)
 
 
 @main.command()
@@ -745,10 +747,8 @@ def priorities_cmd(data_dir: Path | None, as_of: Any, limit: int, fmt: str, out:
                          lambda store: priorities(store, day, limit))
     text = (priorities_csv(rows) if fmt == "csv" else priorities_html(rows, day) if fmt == "html"
             else render(rows, fmt) + "\n")
-    if out is None:
-        click.echo(text, nl=False)
-    else:
-        out.write_text(text, encoding="utf-8")
+    _emit(text, out)
+    if out is not None:
         click.echo(f"{len(rows)} cells written to {out}")
 
 
