@@ -25,7 +25,7 @@ import faust
 import orjson
 
 from hotspots.contract import InvalidEvent, content_digest, dead_letter, measures_of
-from hotspots.geo import partition_key, partition_of
+from hotspots.geo import PARTITION_RES, cells_of, partition_of, to_str
 from hotspots.metrics import BATCH_SIZE, EVENTS_IN, EVENTS_OUT, INVALID, UNKNOWN_KIND, add_counts, observe_lag
 from hotspots.settings import WorkerSettings
 from streams.rollup import accepted_row, apply, rollup_keys
@@ -116,7 +116,8 @@ def build_app(settings: WorkerSettings) -> faust.App:
                 invalid[exc.reason] += 1
                 continue
             kinds_in[ev.kind] += 1
-            key = partition_key(ev.lat, ev.lon)
+            cells = cells_of(ev.lat, ev.lon)  # once per event: the key, the rollups and the row
+            key = to_str(cells[PARTITION_RES]).encode()
             home = partition_of(key, settings.partitions)
             if msg.partition != home:
                 # Written by a producer that keyed it differently: send it to the partition
@@ -135,13 +136,13 @@ def build_app(settings: WorkerSettings) -> faust.App:
             if first is None:
                 first_seen[ev.event_id] = (msg.partition, [*here, digest])
             delta = measures_of(ev)
-            for rkey in rollup_keys(ev):
+            for rkey in rollup_keys(ev, cells):
                 name = rkey.encode()
                 current = dirty[name][1] if name in dirty else rollups.data.get(name)
                 state, changed = apply(current, delta, msg.partition, msg.offset)
                 if changed:
                     dirty[name] = (msg.partition, state)
-            rows.append(orjson.dumps(accepted_row(ev, raw)))
+            rows.append(orjson.dumps(accepted_row(ev, raw, cells)))
             kinds_out[ev.kind] += 1
         for name, (partition, state) in dirty.items():
             rollups.data[name] = state

@@ -39,9 +39,9 @@ class RollupKey:
         return cls(period, int(res), int(cell), date.fromisoformat(start), kind)
 
 
-def rollup_keys(event: Event) -> list[RollupKey]:
+def rollup_keys(event: Event, cells: dict[int, int] | None = None) -> list[RollupKey]:
     """Monthly keys for every event; weekly and daily ones only when the day is known."""
-    cells = cells_of(event.lat, event.lon)
+    cells = cells or cells_of(event.lat, event.lon)
     month = month_start(event.occurred_at)
     keys = [RollupKey("month", res, cells[res], month, event.kind) for res in RESOLUTIONS]
     if event.time_precision != "month":
@@ -83,9 +83,9 @@ def rollup_row(key: RollupKey, state: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def accepted_row(event: Event, raw: bytes) -> dict[str, Any]:
+def accepted_row(event: Event, raw: bytes, cells: dict[int, int] | None = None) -> dict[str, Any]:
     """The record published on the accepted topic, for the raw-event table."""
-    cells = cells_of(event.lat, event.lon)
+    cells = cells or cells_of(event.lat, event.lon)
     row: dict[str, Any] = {
         "event_id": event.event_id, "kind": event.kind,
         "occurred_at": event.occurred_at.isoformat(),
