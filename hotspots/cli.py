@@ -133,17 +133,10 @@ def produce() -> None:
 @click.option("--seed", type=int, default=2023, show_default=True)
 def produce_synthetic(data_dir: Path | None, seed: int) -> None:
     """A calibrated synthetic year (Dec 2022 - Nov 2023) of Essex enforcement events."""
-    from producers.publisher import EventPublisher, PublishError
     from producers.synthetic import synthetic_year
 
-    config = _config(data_dir)
     events = synthetic_year(seed)
-    settings = ProducerSettings(bootstrap=config.bootstrap, topic_prefix=config.topic_prefix)
-    try:
-        with EventPublisher(settings, source=f"synthetic:{seed}") as publisher:
-            sent = publisher.send_all(events)
-    except PublishError as exc:
-        _fail(str(exc))
+    sent, _ = _publish(_config(data_dir), events, f"synthetic:{seed}", rate=None, total=len(events))
     click.echo(f"produced {sent} events (seed {seed})")
 
 

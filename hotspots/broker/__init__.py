@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import shutil
 import subprocess
-import time
 import uuid
 from importlib import resources
 from pathlib import Path
@@ -121,12 +120,3 @@ def is_ready(bootstrap: str) -> bool:
         return False
     finally:
         admin.close()
-
-
-def wait_ready(bootstrap: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if is_ready(bootstrap):
-            return
-        time.sleep(0.3)
-    raise BrokerError(f"broker at {bootstrap} not ready after {timeout:.0f}s")
