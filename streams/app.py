@@ -28,7 +28,7 @@ from hotspots.contract import InvalidEvent, content_digest, dead_letter, measure
 from hotspots.geo import PARTITION_RES, cells_of, partition_of, to_str
 from hotspots.metrics import BATCH_SIZE, EVENTS_IN, EVENTS_OUT, INVALID, UNKNOWN_KIND, add_counts, observe_lag
 from hotspots.settings import WorkerSettings
-from streams.rollup import accepted_row, apply, rollup_keys
+from streams.rollup import accepted_row, apply, position, rollup_keys
 
 log = logging.getLogger(__name__)
 ENVELOPE_BYTES = 256 * 1024
@@ -96,7 +96,7 @@ def build_app(settings: WorkerSettings) -> faust.App:
         """
         dirty: dict[str, tuple[int, dict[str, Any]]] = {}
         first_seen: dict[str, tuple[int, list[Any]]] = {}
-        rows: list[bytes] = []
+        rows: dict[int, list[bytes]] = {}  # by source partition
         # Metrics: counted locally, added to the registry once per label per batch.
         kinds_in: Counter[str] = Counter()
         kinds_out: Counter[str] = Counter()
@@ -136,13 +136,15 @@ def build_app(settings: WorkerSettings) -> faust.App:
             if first is None:
                 first_seen[ev.event_id] = (msg.partition, [*here, digest])
             delta = measures_of(ev)
+            pos = position(msg.offset)
             for rkey in rollup_keys(ev, cells):
                 name = rkey.encode()
                 current = dirty[name][1] if name in dirty else rollups.data.get(name)
-                state, changed = apply(current, delta, msg.partition, msg.offset)
+                state, changed = apply(current, delta, msg.partition, pos)
                 if changed:
                     dirty[name] = (msg.partition, state)
-            rows.append(orjson.dumps(accepted_row(ev, raw, cells)))
+            rows.setdefault(msg.partition, []).append(
+                orjson.dumps(accepted_row(ev, raw, cells, (msg.partition, pos))))
             kinds_out[ev.kind] += 1
         for name, (partition, state) in dirty.items():
             rollups.data[name] = state
@@ -151,9 +153,12 @@ def build_app(settings: WorkerSettings) -> faust.App:
             seen.data[event_id] = value
             sent.append(seen.send_changelog(partition, event_id, value))
         # Envelopes of accepted events: the raw table's feed, deduplicated there by event.
-        # Each stays well under Kafka's 1 MB message limit, whatever the batch size.
-        for envelope in envelopes(rows, ENVELOPE_BYTES):
-            sent.append(accepted.send_soon(key=None, value=envelope))
+        # Each stays well under Kafka's 1 MB message limit, whatever the batch size. They go
+        # to the source's partition number, so a consumer of the accepted topic sees each
+        # area's events in order (spike detection relies on it).
+        for partition, part_rows in rows.items():
+            for envelope in envelopes(part_rows, ENVELOPE_BYTES):
+                sent.append(accepted.send_soon(key=None, value=envelope, partition=partition))
         add_counts(EVENTS_IN, "worker", kinds_in)
         add_counts(EVENTS_OUT, "worker", kinds_out)
         add_counts(INVALID, "worker", invalid)

@@ -52,13 +52,28 @@ def rollup_keys(event: Event, cells: dict[int, int] | None = None) -> list[Rollu
     return keys
 
 
+# An event's position in its source partition: the record's offset, then its index within
+# the record (a bulk envelope holds many events). Orders events like offsets do.
+INDEX_BITS = 16
+MAX_PER_RECORD = 1 << INDEX_BITS
+
+
+def position(offset: int, index: int = 0) -> int:
+    if not 0 <= index < MAX_PER_RECORD:
+        raise ValueError(f"index {index} outside 0..{MAX_PER_RECORD - 1}")
+    return offset << INDEX_BITS | index
+
+
 def empty_state() -> dict[str, Any]:
     return {"m": [0] * len(MEASURES), "seq": 0, "off": {}}
 
 
 def apply(state: dict[str, Any] | None, delta: tuple[int, ...], partition: int,
           offset: int) -> tuple[dict[str, Any], bool]:
-    """Fold one event's measures into a key's state unless that offset was already applied.
+    """Fold one event's measures into a key's state unless that position was already applied.
+
+    ``offset`` is the event's :func:`position` (states written before positions existed hold
+    plain offsets, which are smaller than any position of a later record: still monotonic).
 
     Returns the (new or unchanged) state and whether it changed.
     """
@@ -83,8 +98,13 @@ def rollup_row(key: RollupKey, state: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def accepted_row(event: Event, raw: bytes, cells: dict[int, int] | None = None) -> dict[str, Any]:
-    """The record published on the accepted topic, for the raw-event table."""
+def accepted_row(event: Event, raw: bytes, cells: dict[int, int] | None = None,
+                 src: tuple[int, int] = (0, 0)) -> dict[str, Any]:
+    """The record published on the accepted topic, for the raw-event table.
+
+    ``src`` is (source partition, :func:`position`) where the event was accepted: always the
+    same for the same event, so a consumer of the accepted topic can skip redeliveries.
+    """
     cells = cells or cells_of(event.lat, event.lon)
     row: dict[str, Any] = {
         "event_id": event.event_id, "kind": event.kind,
@@ -96,6 +116,7 @@ def accepted_row(event: Event, raw: bytes, cells: dict[int, int] | None = None) 
         "operation": event.operation or "",
         "cell8": cells[8], "cell7": cells[7], "cell6": cells[6],
         "payload": raw.decode("utf-8", "replace"),
+        "src": list(src),
     }
     row.update(zip(MEASURES, measures_of(event), strict=True))
     return row

@@ -22,6 +22,7 @@ from hotspots.contract import Arrest, Seizure, content_digest, encode_event
 from hotspots.geo import cell_of, partition_key, partition_of
 from hotspots.settings import WorkerSettings
 from streams.app import build_app
+from streams.rollup import position
 
 SENTINEL = b"end of scenario"
 ARREST = Arrest(event_id="a-1", occurred_at=datetime(2023, 7, 1, 12, tzinfo=UTC),
@@ -116,7 +117,7 @@ def test_valid_events_are_rolled_up_and_invalid_refused(tmp_path, sent):
 
     app = run(tmp_path, 1, scenario)
     rollups = table(app, "rollups")
-    assert rollups[WEEK8] == {"m": [2, 1, 0, 0, 0, 0, 0, 0], "seq": 2, "off": {"0": 1}}
+    assert rollups[WEEK8] == {"m": [2, 1, 0, 0, 0, 0, 0, 0], "seq": 2, "off": {"0": position(1)}}
     # Both arrests share all four keys (same cell, same day); the seizure has its own four.
     assert sorted(k.split("|")[0] for k in rollups) == ["day"] * 2 + ["month"] * 6 + ["week"] * 6
     assert all(s["m"][0] == (2 if k.endswith("arrest") else 1) for k, s in rollups.items())
@@ -147,7 +148,7 @@ def test_resent_event_is_counted_once(tmp_path, sent):
     app = run(tmp_path, 1, scenario)
     rollups = table(app, "rollups")
     assert len(rollups) == 7  # 3 monthly, 3 weekly, 1 daily
-    assert all(s == {"m": [1, 1, 0, 0, 0, 0, 0, 0], "seq": 1, "off": {"0": 0}}
+    assert all(s == {"m": [1, 1, 0, 0, 0, 0, 0, 0], "seq": 1, "off": {"0": position(0)}}
                for s in rollups.values())
     assert table(app, "seen") == {"a-1": [0, 0, content_digest(ARREST)]}
     assert sent.dead() == ["duplicate_conflict"]
@@ -168,5 +169,5 @@ def test_event_on_the_wrong_partition_is_forwarded_home(tmp_path, sent):
     assert sent.to(".events.v1") == [(key, encode_event(ARREST), home)]
     assert table(app, "seen") == {"a-2": [home, 1, content_digest(ARREST_2)]}
     assert table(app, "rollups")[WEEK8] == {"m": [1, 0, 0, 0, 0, 0, 0, 0], "seq": 1,
-                                           "off": {str(home): 1}}
+                                           "off": {str(home): position(1)}}
     assert {p for _, _, p in sent.to(".rollups.v1")} == {home}

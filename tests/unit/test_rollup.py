@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 import h3
+import pytest
 
 from hotspots.contract import MEASURES, Arrest, Seizure, encode_event, measures_of
 from hotspots.geo import cells_of, to_str
@@ -134,7 +135,8 @@ def test_accepted_row_shape():
     assert row["operation"] == "" and row["force"] == "essex"
     assert row["payload"] == raw.decode()
     assert list(row)[-len(MEASURES):] == list(MEASURES)
-    assert set(row) == set(EVENT_COLUMNS)  # exactly what the sink writes
+    # exactly what the sink writes, plus the source position that stream consumers dedupe by
+    assert set(row) == set(EVENT_COLUMNS) | {"src"} and row["src"] == [0, 0]
     assert tuple(row[m] for m in MEASURES) == measures_of(SEIZURE)
 
 
@@ -148,3 +150,12 @@ def test_accepted_envelopes_stay_under_the_size_limit():
     assert all(len(e) <= 64 * 1024 for e in out) and len(out) > 1
     assert [r["event_id"] for e in out for r in orjson.loads(e)] == [f"e-{i}" for i in range(2000)]
     assert list(envelopes([], 1024)) == []
+
+
+def test_positions_order_like_offsets_then_index() -> None:
+    from streams.rollup import MAX_PER_RECORD, position
+
+    assert position(3) < position(3, 1) < position(3, MAX_PER_RECORD - 1) < position(4)
+    assert position(0) >= 0 and position(7) > 7  # older states hold plain offsets: still below
+    with pytest.raises(ValueError):
+        position(1, MAX_PER_RECORD)
