@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import shutil
 import subprocess
 import uuid
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
-from hotspots.settings import BrokerSettings
+from hotspots.broker import security
+from hotspots.kafka_security import kafka_kwargs
+from hotspots.settings import BrokerSettings, _Common
 
 
 class BrokerError(RuntimeError):
@@ -46,6 +50,14 @@ def fetch_jars(settings: BrokerSettings) -> Path:
     return libs
 
 
+@contextlib.contextmanager
+def _as_broker_error() -> Iterator[None]:
+    try:
+        yield
+    except security.SecurityConfigError as exc:
+        raise BrokerError(str(exc)) from None
+
+
 def broker_dir(settings: BrokerSettings) -> Path:
     return settings.data_dir / "kafka"
 
@@ -73,8 +85,11 @@ def write_config(settings: BrokerSettings) -> Path:
         # Keep every event: replays and reconciliation need the history.
         "log.retention.hours": "-1",
     }
+    with _as_broker_error():
+        props |= security.listener_props(settings, root)  # nothing for PLAINTEXT
     path = root / "server.properties"
-    path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+    # Owner-only: with SASL it holds the JAAS passwords.
+    security.write_private(path, "".join(f"{k}={security.prop_value(v)}\n" for k, v in props.items()))
     return path
 
 
@@ -87,17 +102,38 @@ def _java_cmd(settings: BrokerSettings, main: str, *args: str, heap: bool = Fals
     return cmd
 
 
+def _argfile_quote(arg: str) -> str:
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def format_storage(settings: BrokerSettings) -> None:
     """Format KRaft storage once; an already formatted data dir is kept (and its topics)."""
+    root = broker_dir(settings)
+    formatted = (root / "data" / "meta.properties").exists()
+    if formatted:  # checked before write_config replaces the JAAS passwords
+        with _as_broker_error():
+            security.check_formatted(settings, root)
     config = write_config(settings)
-    if (broker_dir(settings) / "data" / "meta.properties").exists():
+    if formatted:
         return
+    with _as_broker_error():
+        scram = security.scram_format_args(settings, root)
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-    result = subprocess.run(
-        _java_cmd(settings, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)),
-        capture_output=True, text=True, check=False)
+    cmd = _java_cmd(settings, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config),
+                    *scram)
+    # A salted SCRAM password authenticates as well as the password: keep it off the command
+    # line (other users can read it in /proc) in an owner-only java @argfile.
+    argfile = root / ".format-args"
+    security.write_private(argfile, "\n".join(_argfile_quote(arg) for arg in cmd[1:]) + "\n")
+    try:
+        result = subprocess.run([cmd[0], f"@{argfile}"], capture_output=True, text=True, check=False)
+    finally:
+        argfile.unlink(missing_ok=True)
     if result.returncode != 0:
-        raise BrokerError(f"formatting KRaft storage failed:\n{result.stdout}{result.stderr}")
+        output = result.stdout + result.stderr
+        for arg in scram[1::2]:
+            output = output.replace(arg, "<SCRAM credential>")
+        raise BrokerError(f"formatting KRaft storage failed:\n{output}")
 
 
 def server_command(settings: BrokerSettings) -> list[str]:
@@ -105,12 +141,14 @@ def server_command(settings: BrokerSettings) -> list[str]:
                      heap=True)
 
 
-def is_ready(bootstrap: str) -> bool:
+def is_ready(bootstrap: str, settings: _Common | None = None) -> bool:
+    """The broker answers at ``bootstrap``, with the security of ``settings`` (default: environment)."""
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+        admin = KafkaAdminClient(**kafka_kwargs(settings or _Common(), bootstrap),
+                                 request_timeout_ms=3000, bootstrap_timeout_ms=3000)
     except (KafkaError, OSError):
         return False
     try:
