@@ -14,6 +14,7 @@ from typing import Any
 
 import geopandas as gpd
 import orjson
+import pandas as pd
 from h3.api import basic_str as h3s
 from shapely.geometry import Point, Polygon
 from shapely.geometry.polygon import orient
@@ -60,28 +61,49 @@ def cells_frame(rows: Iterable[Mapping[str, Any]], cell_col: str = "cell") -> gp
                             geometry=[hexagon(r[cell_col]) for r in data], crs=CRS)
 
 
-def feature_collection(gdf: gpd.GeoDataFrame) -> dict[str, Any]:
-    """A GeoJSON FeatureCollection, with the layer name and attribution as foreign members."""
+def release_meta(release: Mapping[str, Any]) -> dict[str, Any]:
+    """What a file states about its privacy tier (sinks.privacy): everything but the rows."""
+    return {k: v for k, v in release.items() if k != "rows" and v is not None}
+
+
+def feature_collection(gdf: gpd.GeoDataFrame,
+                       meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A GeoJSON FeatureCollection, with the layer name, attribution and the release's
+    ``meta`` (tier, disclosure control, totals) as foreign members."""
     features = json.loads(gdf.to_crs(CRS).to_json(drop_id=True))["features"]
     return {"type": "FeatureCollection", "name": LAYER, "attribution": ATTRIBUTION,
-            "features": features}
+            **(meta or {}), "features": features}
 
 
-def export(gdf: gpd.GeoDataFrame, path: str | Path, fmt: str) -> Path:
-    """Write ``gdf`` as GeoJSON or as a fresh GeoPackage with one layer, "hotspots"."""
+def export(gdf: gpd.GeoDataFrame, path: str | Path, fmt: str,
+           meta: Mapping[str, Any] | None = None) -> Path:
+    """Write ``gdf`` as GeoJSON or as a fresh GeoPackage with the layer "hotspots". ``meta``
+    (release_meta) goes into the GeoJSON's members, or the layer's description and metadata,
+    and its totals into a "totals" table beside the layer."""
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"format {fmt!r} unknown; choose one of {EXPORT_FORMATS}")
     if gdf.crs is None:
         raise ValueError("the frame has no CRS")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    meta = dict(meta or {})
     if fmt == "geojson":
-        path.write_bytes(orjson.dumps(feature_collection(gdf)))
-    else:
-        path.unlink(missing_ok=True)  # a new file, not one more layer in an old one
-        gdf.to_crs(CRS).to_file(path, driver="GPKG", layer=LAYER, engine="pyogrio",
-                                geometry_type=None if len(gdf) else "Polygon",
-                                layer_options={"DESCRIPTION": ATTRIBUTION})
+        path.write_bytes(orjson.dumps(feature_collection(gdf, meta)))
+        return path
+    path.unlink(missing_ok=True)  # a new file, not one more layer in an old one
+    totals = meta.pop("totals", None)
+    stated = "".join(f" {k}: {v}." for k, v in meta.items())
+    gdf.to_crs(CRS).to_file(path, driver="GPKG", layer=LAYER, engine="pyogrio",
+                            geometry_type=None if len(gdf) else "Polygon",
+                            layer_options={"DESCRIPTION": ATTRIBUTION + stated},
+                            layer_metadata={k.upper(): str(v) for k, v in meta.items()} or None)
+    if totals is not None:
+        import pyogrio
+
+        table = pd.DataFrame(totals, columns=["period_start", "kind", "count"])
+        table["count"] = table["count"].astype("Int64")  # null where the total is suppressed
+        pyogrio.write_dataframe(table, path, layer="totals", driver="GPKG", append=True,
+                                layer_options={"DESCRIPTION": "Totals per period and kind" + stated})
     return path
 
 

@@ -41,11 +41,21 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 """
 
 
+# The pack ranks cells for warrant execution and its terms are linear in small counts, so no
+# disclosure-controlled version is safe to release: it is analyst tier only (sinks.privacy),
+# and every file says so.
+TIER = "analyst"
+TIER_NOTE = ("Tier: analyst. Exact counts, no disclosure control: for tasking inside the force, "
+             "not for release to partners or the public.")
+
+
 def priorities_csv(rows: Iterable[dict[str, Any]]) -> str:
+    """The ranked rows, one CSV line each; the last column states the privacy tier."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=(*COLUMNS, "tier"), extrasaction="ignore",
+                            lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({**r, "tier": TIER} for r in rows)
     return buf.getvalue()
 
 
@@ -133,8 +143,10 @@ def priorities_html(rows: Sequence[dict[str, Any]], as_of: date | str) -> str:
     body = (_overview(rows) + "".join(_section(r, ranked) for r in rows) if rows
             else "<p>No cells have any signal in these windows.</p>")
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="hotspots-tier" content="{TIER}">'
             f'<title>Warrant priorities, as of {when}</title><style>{CSS}</style></head><body>'
             f'<h1>Warrant priorities &middot; as of {when}</h1>'
+            f'<p class="note tier"><b>{escape(TIER_NOTE)}</b></p>'
             f'<p class="note">Res-8 H3 cells ranked '
             f'by an additive score: each line is one term\'s points; they add up to the score. '
             f'Harm weights are category-level approximations of the Cambridge Crime Harm Index.</p>'

@@ -33,6 +33,8 @@ def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack.Stack
     # Real district outlines, from ../shared beside the repository, for the map and districts.
     if ESSEX_OUTLINES.exists():
         os.environ.setdefault("HOTSPOTS_BOUNDARIES", str(ESSEX_OUTLINES))
+    # Every query states why (audit log); the CLI reads the sink's operator token by itself.
+    os.environ.setdefault("HOTSPOTS_JUSTIFICATION", "hotspots integration tests")
     config = stack.StackConfig(str(data_dir), _free_port(), _free_port(), _free_port(),
                                topic_prefix=f"it-{uuid.uuid4().hex[:8]}", partitions=4)
     try:

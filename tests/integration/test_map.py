@@ -34,6 +34,7 @@ WEEK = "2013-06-03"  # a Monday; this test owns 2013
 # (lat, lon) -> arrests that week; distinct resolution-8 cells around Chelmsford.
 PLACES = {(51.7356, 0.4685): 3, (51.7456, 0.4785): 2, (51.7256, 0.4585): 1}
 EXTRA = (51.7356, 0.4885)  # produced while the page is open: a new cell
+JUSTIFICATION = "integration test of the live map"
 
 
 def _missing() -> list[str]:
@@ -89,7 +90,9 @@ def test_live_map_draws_updates_and_drills_down(live_stack) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     screenshot = ARTIFACTS / "map.png"
     screenshot.unlink(missing_ok=True)
-    plan = {"url": f"http://127.0.0.1:{live_stack.api_port}", "start": WEEK, "cells": cells,
+    token = (Path(live_stack.data_dir) / "run" / "operator-token").read_text().strip()
+    plan = {"url": f"http://127.0.0.1:{live_stack.api_port}", "token": token,
+            "justification": JUSTIFICATION, "start": WEEK, "cells": cells,
             "extra": extra, "extraCount": 1, "screenshot": str(screenshot),
             "synthetic": "2023-07-31"}
     stderr_path = ARTIFACTS / "map-e2e.stderr.txt"
@@ -100,6 +103,10 @@ def test_live_map_draws_updates_and_drills_down(live_stack) -> None:
         try:
             loaded = _read(proc, stderr_path)
             assert loaded["step"] == "loaded" and loaded["hexcount"] == len(cells)
+            # Signed out the data routes refused; the sign-in cookie is out of scripts' reach.
+            auth = loaded["auth"]
+            assert (auth["before"], auth["after"], auth["cookieVisible"]) == (401, 200, False), auth
+            assert auth["signedIn"].startswith("operator-"), auth
             assert loaded["canvas"] and loaded["canvas"]["width"] > 300, loaded
             # The default period is the latest week with data (maybe another test's year).
             assert loaded["defaultStart"] >= WEEK
@@ -144,5 +151,12 @@ def test_live_map_draws_updates_and_drills_down(live_stack) -> None:
     assert done["errors"] == [], done["errors"]
     assert done["external"] == [], done["external"]  # nothing fetched from the internet
     assert screenshot.is_file() and screenshot.stat().st_size > 10_000
+    # Every view the page made is in the audit log, as the operator, with the stated reason.
+    audit = json.loads(run_cli(live_stack, "audit", "list", "--who", auth["signedIn"],
+                               "--limit", "10000", "--format", "json"))
+    seen = {(e["action"], e["via"], e["justification"]) for e in audit if e["status"] == 200}
+    for action in ("POST /v1/session", "GET /v1/periods", "GET /v1/cells", "GET /v1/gistar",
+                   "GET /v1/events"):
+        assert (action, "session", JUSTIFICATION) in seen, (action, sorted(seen)[:20])
     # Week of 2023-07-31 in the synthetic year: arrests in many Essex cells.
     assert done["synthetic"]["hexcount"] >= 5, done["synthetic"]

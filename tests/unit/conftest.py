@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from hotspots.settings import SinkSettings
@@ -21,6 +23,50 @@ def store(sink_settings):
     assert handle.embedded
     yield handle
     handle.close()
+
+
+@pytest.fixture(scope="session")
+def tokens(tmp_path_factory) -> dict[str, str]:
+    """A tokens file of its own with one token per scope: scope -> secret (``file``: its path)."""
+    from hotspots.tokens import SCOPES, TokenFile
+
+    path = tmp_path_factory.mktemp("tokens") / "api-tokens.json"
+    file = TokenFile(path)
+    return {"file": str(path), **{s: file.create(f"unit-{s}", s, "conftest") for s in SCOPES}}
+
+
+@pytest.fixture(scope="session")
+def audit_log(store):
+    """The audit log every test API writes to (one writer; closed, so flushed, at the end)."""
+    from sinks.audit import AuditLog
+
+    log = AuditLog(store, SinkSettings().audit_retention_days)
+    yield log
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def api_client(store, tokens, audit_log):
+    """``api_client(health=..., token="admin", **build_api_kwargs)``: a TestClient of the real API
+    on the shared store that signs every request with a token of that scope and a justification."""
+    import warnings
+
+    from hotspots.tokens import TokenFile
+    from sinks.api import build_api
+    from sinks.auth import Access
+
+    with warnings.catch_warnings():  # starlette's notice about httpx, at import
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    access = Access(TokenFile(Path(tokens["file"])))
+
+    def make(health=lambda: {"ok": True}, token: str = "admin", **kwargs):
+        headers = {"Authorization": f"Bearer {tokens[token]}", "X-Justification": "unit tests"}
+        kwargs.setdefault("audit", audit_log)
+        return TestClient(build_api(store, health, access=access, **kwargs), headers=headers)
+
+    return make
 
 
 class CliCalls(list):

@@ -330,6 +330,23 @@ def test_personal_data_fields_are_refused(field):
     assert reason_of(record(**{field.upper(): "x"})) == "personal_data"
 
 
+@pytest.mark.parametrize("field", ["dateOfBirth", "Date-Of-Birth", "firstName", "LastName",
+                                   "post code", "phoneNumber", "Street_Address", "NI-number"])
+def test_personal_data_is_named_in_any_spelling(field):
+    err = parse_error(record(**{field: "Jane Doe"}))
+    assert err.reason == "personal_data" and field in err.detail and "Jane Doe" not in str(err)
+
+
+def test_no_contract_field_looks_personal():
+    from hotspots.contract import is_personal_field
+
+    models = (Arrest, Seizure, Warrant, Safeguarding, CourtOutcome, StopSearch, RecordedCrime,
+              GangInjunction, RiskOrder, LineClosure, CuckooingAddress, Deployment)
+    assert len(models) == len(KINDS)
+    fields = {name for model in models for name in model.model_fields}
+    assert fields and not [f for f in fields if is_personal_field(f)]
+
+
 def test_personal_data_list_has_the_obvious_names():
     assert {"name", "surname", "date_of_birth", "address", "postcode",
             "phone"} <= PERSONAL_DATA_FIELDS

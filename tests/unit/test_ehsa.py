@@ -6,7 +6,6 @@ The store-backed tests write their own years (2066 counts, 2067 background) to t
 from __future__ import annotations
 
 import math
-import warnings
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -19,7 +18,6 @@ from hotspots.contract import Arrest, Seizure
 from hotspots.geo import cell_of, center, to_str
 from hotspots.settings import SinkSettings
 from sinks import ehsa as ehsa_module
-from sinks.api import build_api
 from sinks.ehsa import (
     CLASSES,
     TransitionPublishError,
@@ -317,16 +315,13 @@ def test_kafka_publisher_sends_json_keyed_by_cell():
 
 # --- API and CLI --------------------------------------------------------------------------
 
-def _client(store, publisher):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from fastapi.testclient import TestClient
-    return TestClient(build_api(store, lambda: {"ok": True}, transitions_publisher=lambda: publisher))
+def _client(api_client, publisher):
+    return api_client(transitions_publisher=lambda: publisher)
 
 
-def test_api(store, hub):
+def test_api(store, hub, api_client):
     producer = FakeProducer()
-    client = _client(store, kafka_publisher(SinkSettings(), producer))
+    client = _client(api_client, kafka_publisher(SinkSettings(), producer))
     params = {"week": f"{YEAR}-W11", "kind": "arrest", "res": 8, "weeks": 10}
     got = client.get("/v1/ehsa", params=params)
     assert got.status_code == 200
@@ -344,7 +339,7 @@ def test_api(store, hub):
     assert again.status_code == 200 and again.json() == [] and len(producer.sent) == len(first.json())
     assert client.post("/v1/ehsa/update", params={**upd, "kind": "parking"}).status_code == 400
 
-    down = _client(store, kafka_publisher(SinkSettings(), FakeProducer(RuntimeError("down"))))
+    down = _client(api_client, kafka_publisher(SinkSettings(), FakeProducer(RuntimeError("down"))))
     failed = down.post("/v1/ehsa/update", params={**upd, "week": f"{YEAR}-W12"})
     assert failed.status_code == 503 and "not acknowledged" in failed.json()["detail"]
 

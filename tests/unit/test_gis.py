@@ -7,7 +7,6 @@ Example exports land in tests/artifacts/ (gitignored).
 from __future__ import annotations
 
 import json
-import warnings
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from click.testing import CliRunner
 from hotspots import cli
 from hotspots.contract import Arrest
 from sinks import gis
-from sinks.api import build_api
 from sinks.queries import QueryError
 from tests.shared_data import BOUNDARIES, ESSEX_OUTLINES, needs
 from tests.unit.test_store import worker_output, write
@@ -216,11 +214,8 @@ def test_district_rollup_errors(store, args, message):
 
 
 @needs_essex
-def test_api(store, essex_events, monkeypatch):
-    with warnings.catch_warnings():  # starlette's notice about httpx, at import
-        warnings.simplefilter("ignore")
-        from fastapi.testclient import TestClient
-    client = TestClient(build_api(store, lambda: {"ok": True}))
+def test_api(store, essex_events, monkeypatch, api_client):
+    client = api_client()
     got = client.get("/v1/cells.geojson", params={"from": "2076-03-02", "to": "2076-03-08",
                                                   "kind": "arrest"})
     assert got.status_code == 200 and got.headers["content-type"] == "application/geo+json"

@@ -17,7 +17,6 @@ from click.testing import CliRunner
 from hotspots import cli
 from hotspots.contract import Arrest, Seizure
 from hotspots.geo import cell_of, center, to_str
-from sinks.api import build_api
 from sinks.gistar import (
     benjamini_hochberg,
     confidence_bin,
@@ -215,11 +214,8 @@ def test_query_errors(store, args, message):
         gistar(store, *args)
 
 
-def test_api_and_cli(store, hub, cli_on_store):
-    with warnings.catch_warnings():  # starlette's notice about httpx, at import
-        warnings.simplefilter("ignore")
-        from fastapi.testclient import TestClient
-    client = TestClient(build_api(store, lambda: {"ok": True}))
+def test_api_and_cli(store, hub, cli_on_store, api_client):
+    client = api_client()
     params = {"period": "week", "start": f"{YEAR}-03-05", "kind": "arrest", "res": 8}
     got = client.get("/v1/gistar", params=params)
     assert got.status_code == 200 and got.json()[0]["cell"] == to_str(hub)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import warnings
 from datetime import UTC, date, datetime
 
 import pytest
@@ -16,7 +15,6 @@ from click.testing import CliRunner
 from hotspots import cli
 from hotspots.contract import Arrest, RecordedCrime, Seizure, Warrant
 from hotspots.geo import cell_of, to_str
-from sinks.api import build_api
 from sinks.harm import DEFAULT_TYPE, HARM_WEIGHTS, gap, harm, harm_days
 from sinks.queries import QueryError
 from tests.shared_data import POLICE_UK
@@ -106,11 +104,8 @@ def test_harm_errors(store, period, start, res, message):
         harm(store, period, start, res)
 
 
-def test_api_and_cli(store, crafted, cli_on_store):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from fastapi.testclient import TestClient
-    client = TestClient(build_api(store, lambda: {"ok": True}))
+def test_api_and_cli(store, crafted, cli_on_store, api_client):
+    client = api_client()
     got = client.get("/v1/harm", params={"period": "month", "start": f"{Y}-01-01"})
     assert got.status_code == 200 and got.json()[0]["cell"] == crafted["A"]
     got = client.get("/v1/gap", params={"period": "month", "start": f"{Y}-01-01", "proactive": False})

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import warnings
 from datetime import UTC, date, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
@@ -28,7 +27,6 @@ from hotspots.contract import (
 )
 from hotspots.geo import cell_of, to_str
 from producers.synthetic import synthetic_year
-from sinks.api import build_api
 from sinks.priorities import COLUMNS, TERMS, WEIGHTS, last_complete_week, priorities, ratio_trend
 from sinks.priorities_pack import priorities_csv, priorities_html
 from tests.unit.test_store import worker_output, write
@@ -183,14 +181,16 @@ def test_csv_and_html(store, crafted):
     rows = priorities(store, AS_OF, limit=10, trend=ratio_trend)
     text = priorities_csv(rows)
     lines = text.splitlines()
-    assert lines[0] == ",".join(COLUMNS) and len(lines) == len(rows) + 1
+    assert lines[0] == ",".join((*COLUMNS, "tier")) and len(lines) == len(rows) + 1
     parsed = list(csv.DictReader(io.StringIO(text)))
     assert [(r["cell"], float(r["score"]), r["reason"]) for r in parsed] == [
         (r["cell"], r["score"], r["reason"]) for r in rows]
-    assert priorities_csv([]).strip() == ",".join(COLUMNS)
+    assert priorities_csv([]).strip() == ",".join((*COLUMNS, "tier"))
+    assert {r["tier"] for r in parsed} <= {"analyst"}
 
     page = priorities_html(rows, AS_OF)
     check_html(page, rows)
+    assert '<meta name="hotspots-tier" content="analyst">' in page and "Tier: analyst" in page
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "priorities-example.html").write_text(page, encoding="utf-8")
 
@@ -200,11 +200,8 @@ def test_csv_and_html(store, crafted):
     check_html(priorities_html([], AS_OF), [])
 
 
-def test_api_and_cli(store, crafted, tmp_path, cli_on_store):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from fastapi.testclient import TestClient
-    client = TestClient(build_api(store, lambda: {"ok": True}))
+def test_api_and_cli(store, crafted, tmp_path, cli_on_store, api_client):
+    client = api_client()
     params = {"as_of": AS_OF.isoformat(), "limit": 5}
     got = client.get("/v1/priorities", params=params)
     assert got.status_code == 200 and len(got.json()) == 5 and got.json()[0]["rank"] == 1

@@ -10,7 +10,6 @@ import os
 import socket
 import subprocess
 import sys
-import warnings
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 
@@ -33,7 +32,6 @@ from hotspots.contract import (
 )
 from hotspots.geo import to_str
 from hotspots.periods import local_date, start_of
-from sinks.api import build_api
 from sinks.reconcile import MAX_EXAMPLES, reconcile, summary_text
 from streams.rollup import RollupKey, accepted_row, rollup_keys
 from tests.unit.test_store import BASILDON, CHELMSFORD, COLCHESTER, worker_output, write
@@ -243,11 +241,8 @@ def test_drift_examples_are_capped(store, sink_settings):
         d["period"], d["res"], d["kind"], d["period_start"]))
 
 
-def test_api_reconcile(store):
-    with warnings.catch_warnings():  # starlette's notice about httpx, at import
-        warnings.simplefilter("ignore")
-        from fastapi.testclient import TestClient
-    client = TestClient(build_api(store, lambda: {"ok": True}))
+def test_api_reconcile(store, api_client):
+    client = api_client()
     response = client.get("/v1/reconcile", params={"from": "2043-02-01", "to": "2043-12-31"})
     assert response.status_code == 200
     assert response.json() == reconcile(store, *year(2043))
@@ -277,7 +272,8 @@ def test_cli_on_an_empty_embedded_store(tmp_path):
     with socket.socket() as sock:  # a port nothing listens on, so the CLI opens the store
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {**os.environ, "HOTSPOTS_DATA_DIR": str(tmp_path), "HOTSPOTS_API_PORT": str(port)}
+    env = {**os.environ, "HOTSPOTS_DATA_DIR": str(tmp_path), "HOTSPOTS_API_PORT": str(port),
+           "HOTSPOTS_JUSTIFICATION": "unit test"}  # recorded in that store's audit log
     proc = subprocess.run([sys.executable, "-m", "hotspots.cli", "reconcile", "--format", "json"],
                           capture_output=True, text=True, env=env, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr

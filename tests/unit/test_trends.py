@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -13,7 +12,6 @@ from hotspots import cli
 from hotspots.contract import Arrest, Seizure
 from hotspots.geo import cell_of, cells_of, center, to_str
 from sinks import queries
-from sinks.api import build_api
 from sinks.queries import QueryError
 from sinks.trends import binomial_p, change, drill, smoothed
 from tests.unit.test_store import worker_output, write
@@ -225,11 +223,8 @@ def test_query_errors(store, call, message):
         call(store)
 
 
-def test_api_and_cli(store, data_2061, data_2063, data_2064, cli_on_store):
-    with warnings.catch_warnings():  # starlette's notice about httpx, at import
-        warnings.simplefilter("ignore")
-        from fastapi.testclient import TestClient
-    client = TestClient(build_api(store, lambda: {"ok": True}))
+def test_api_and_cli(store, data_2061, data_2063, data_2064, cli_on_store, api_client):
+    client = api_client()
     params = {"period": "week", "start": W0.isoformat(), "kind": "arrest", "mode": "4v4"}
     got = client.get("/v1/change", params=params)
     assert got.status_code == 200

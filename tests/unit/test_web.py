@@ -18,7 +18,6 @@ import pytest
 
 from hotspots.contract import Arrest
 from hotspots.geo import to_int
-from sinks.api import build_api
 from sinks.queries import QueryError
 from sinks.web import STATIC, cell_class, periods, stream_events
 from tests.unit.test_store import worker_output, write
@@ -29,11 +28,11 @@ with warnings.catch_warnings():  # starlette's notice about httpx, at import
 
 
 @pytest.fixture(scope="module")
-def client(store, sink_settings) -> TestClient:
+def client(store, sink_settings, api_client) -> TestClient:
     events = [Arrest(event_id=f"web-2081-{i}", occurred_at=datetime(2081, 5, 6 + i, 12, tzinfo=UTC),
                      lat=51.7356, lon=0.4685, force="essex", charged=True) for i in range(3)]
     write(store, sink_settings, *worker_output(events))
-    return TestClient(build_api(store, lambda: {"ok": True, "batches": 7, "rows": 70}))
+    return api_client(lambda: {"ok": True, "batches": 7, "rows": 70}, token="read")
 
 
 def test_the_bundle_is_built_and_committed() -> None:

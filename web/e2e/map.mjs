@@ -1,6 +1,7 @@
 // Drive the live map in Debian's headless Chromium (playwright-core; no browser download).
 // Run by tests/integration/test_map.py. argv[2] is a JSON plan:
-//   {url, start, cells: {h3: count}, extra: h3, extraCount, screenshot, synthetic?: week start}
+//   {url, token, justification, start, cells: {h3: count}, extra: h3, extraCount, screenshot,
+//    synthetic?: week start}
 // Protocol on stdout, one JSON object a line: {"step": "loaded", ...} once the first period is
 // drawn (the test then produces `extra` and answers "go" on stdin), then {"step": "done", ...}.
 import { createInterface } from 'node:readline';
@@ -29,7 +30,18 @@ try {
   page.on('request', (req) => { if (!req.url().startsWith(plan.url)) external.push(req.url()); });
 
   await page.goto(plan.url, { waitUntil: 'load' });
+  // Signed out, the data routes refuse and the page asks for a token and a justification.
+  // page.request shares the browser's cookies without being a page load (no console noise).
+  const periods = `${plan.url}/v1/periods`;
+  const auth = { before: (await page.request.get(periods)).status() };
+  await page.waitForSelector('#login', { state: 'visible' });
+  await page.fill('#login-token', plan.token);
+  await page.fill('#login-justification', plan.justification);
+  await page.click('#login-submit');
   await page.waitForFunction(() => document.getElementById('start').value !== '');
+  auth.after = (await page.request.get(periods)).status();
+  auth.cookieVisible = await page.evaluate(() => document.cookie.includes('hotspots_session'));
+  auth.signedIn = await page.textContent('#whoami-name');
   const defaultStart = await page.inputValue('#start');
   const expected = Object.keys(plan.cells).length;
   await page.fill('#start', plan.start); // fires input and change: the page loads that week
@@ -39,7 +51,7 @@ try {
   const canvas = await page.$('#map canvas');
   const drawn = canvas ? await canvas.boundingBox() : null;
   await page.evaluate(() => { window.__notReloaded = true; });
-  say({ step: 'loaded', defaultStart, hexcount: expected, canvas: drawn });
+  say({ step: 'loaded', defaultStart, hexcount: expected, canvas: drawn, auth });
 
   if ((await nextLine()) !== 'go') throw new Error('the test did not say go');
   await page.waitForFunction(

@@ -100,8 +100,54 @@ function periodStart(iso, period) {
   return d.toISOString().slice(0, 10);
 }
 
+// Signing in: EventSource cannot send an Authorization header, so a token and a justification
+// are exchanged once for an HttpOnly, SameSite=Strict session cookie that every request then
+// carries. The page never keeps the token.
+async function whoami() {
+  const resp = await fetch('/v1/session', { cache: 'no-store' });
+  return resp.ok ? resp.json() : { authenticated: false };
+}
+
+function signIn() {
+  const form = $('login');
+  form.hidden = false;
+  $('login-token').focus();
+  return new Promise((resolve) => {
+    form.onsubmit = async (ev) => {
+      ev.preventDefault();
+      $('login-error').textContent = '';
+      const resp = await fetch('/v1/session', {
+        method: 'POST', cache: 'no-store', headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ token: $('login-token').value.trim(),
+          justification: $('login-justification').value.trim() }),
+      });
+      let body = {};
+      try { body = await resp.json(); } catch { /* not JSON */ }
+      if (!resp.ok) {
+        $('login-error').textContent = typeof body.detail === 'string'
+          ? body.detail : `sign-in refused (${resp.status})`;
+        return;
+      }
+      $('login-token').value = '';
+      form.hidden = true;
+      resolve(body);
+    };
+  });
+}
+
+function showSignedIn(who) {
+  $('whoami-name').textContent = who.name;
+  $('whoami-why').textContent = who.justification;
+  $('app').hidden = false;
+  $('signout').onclick = async () => {
+    await fetch('/v1/session', { method: 'DELETE', cache: 'no-store' });
+    window.location.reload();
+  };
+}
+
 async function getJSON(url) {
   const resp = await fetch(url, { cache: 'no-store' });
+  if (resp.status === 401) window.location.reload(); // the session ended: sign in again
   if (!resp.ok) {
     let detail = resp.statusText;
     try { detail = (await resp.json()).detail ?? detail; } catch { /* not JSON */ }
@@ -316,7 +362,12 @@ function listen() {
     if (!$('start').value) await loadPeriods(false);
     await loadLayer();
   });
-  source.onerror = () => $('live').classList.remove('on'); // EventSource reconnects by itself
+  source.onerror = async () => {
+    $('live').classList.remove('on'); // EventSource reconnects by itself, except after a 401
+    if (source.readyState !== EventSource.CLOSED) return;
+    if ((await whoami()).authenticated) setTimeout(listen, 1000);
+    else window.location.reload();
+  };
 }
 
 async function loadBoundaries() {
@@ -328,6 +379,9 @@ async function loadBoundaries() {
 }
 
 async function main() {
+  let who = await whoami();
+  if (!who.authenticated) who = await signIn();
+  showSignedIn(who);
   $('kind').onchange = () => loadLayer();
   $('mode').onchange = () => loadLayer();
   $('start').onchange = () => loadLayer();
