@@ -3,7 +3,7 @@
     python -m dashboards.build      # rewrite dashboards/provisioning/{dashboards,alerting}
 
 One function per panel. Every query reads the rollups (or the small tables beside them:
-dead_letters, ehsa_classes, ehsa_transitions), never the raw events table, through the
+dead_letters, ehsa_classes, ehsa_transitions, alerts), never the raw events table, through the
 ClickHouse data source provisioned with uid ``hotspots-clickhouse`` (datasources/clickhouse.yml).
 SQL is ClickHouse's, with the plugin's macros ($__fromTime, $__toTime, $__timeFilter(col))
 and the dashboard variables ${kind} and ${res}. Rollups' period_start is a Date: panels
@@ -141,7 +141,7 @@ def trends_by_kind() -> Json:
                  description="Weekly counts per kind from the resolution-6 rollups.")
 
 
-# --- (d) alerts: class changes and dead letters ----------------------------------------------
+# --- (d) alerts: class changes, dead letters and spike alerts --------------------------------
 
 def class_changes() -> Json:
     sql = """
@@ -176,6 +176,29 @@ def dead_letters_by_reason() -> Json:
         ORDER BY records DESC, reason"""
     return panel("table", "Dead letters by reason", sql, (12, 10, 12, 10),
                  description="Records the pipeline refused in the range, by reason.")
+
+
+def spike_alerts() -> Json:
+    sql = """
+        SELECT first_seen AS time, area_type, area, res, kind, period, period_start, observed,
+               round(expected, 2) AS expected, p_value, method, triggering_event_id
+        FROM hotspots.alerts FINAL
+        WHERE $__timeFilter(first_seen)
+        ORDER BY first_seen DESC, alert_id LIMIT 500"""
+    return panel("table", "Spike alerts", sql, (0, 20, 24, 10),
+                 description="Places whose activity jumped above their own normal "
+                             "(streams/alerts.py): one row per alert, newest first, every kind.")
+
+
+def spike_alerts_per_day() -> Json:
+    sql = """
+        SELECT toDateTime(toStartOfDay(first_seen)) AS time, kind, count() AS alerts
+        FROM hotspots.alerts FINAL
+        WHERE $__timeFilter(first_seen)
+        GROUP BY time, kind
+        ORDER BY time, kind"""
+    return panel("timeseries", "Spike alerts per day by kind", sql, (0, 30, 24, 8), fmt=TIMESERIES,
+                 options={"legend": {"displayMode": "table", "placement": "right"}})
 
 
 # --- (e) warrant priorities ------------------------------------------------------------------
@@ -281,7 +304,8 @@ def dashboards() -> dict[str, Json]:
                                  [trends_by_kind()], time_from="now-1y", refresh="5m"),
         "alerts.json": dashboard("hotspots-alerts", "Hotspots: alerts",
                                  [class_changes(), class_changes_by_class(),
-                                  dead_letters_by_reason()], ("kind", "res")),
+                                  dead_letters_by_reason(), spike_alerts(),
+                                  spike_alerts_per_day()], ("kind", "res")),
         "priorities.json": dashboard("hotspots-priorities", "Hotspots: warrant priorities",
                                      [warrant_priorities()], ("res",), "now-28d"),
         "pipeline.json": dashboard("hotspots-pipeline", "Hotspots: pipeline health",
@@ -344,10 +368,19 @@ def new_hot_spots() -> Json:
                       3600, 0, "Cells became new or intensifying hot spots in the last hour.", "0s")
 
 
+def spike_alert_raised() -> Json:
+    sql = """
+        SELECT count() AS value FROM hotspots.alerts FINAL
+        WHERE $__timeFilter(first_seen)"""
+    return alert_rule("hotspots-spike-alert", "Spike alert raised", sql, 300, 0,
+                      "A place's enforcement or harm activity jumped above its own normal in the "
+                      "last 5 minutes: see the Spike alerts panel or `hotspots alerts list`.", "0s")
+
+
 def rules() -> Json:
     return {"apiVersion": 1, "groups": [{
         "orgId": 1, "name": "hotspots", "folder": FOLDER, "interval": "1m",
-        "rules": [dead_letters_surging(), new_hot_spots()],
+        "rules": [dead_letters_surging(), new_hot_spots(), spike_alert_raised()],
     }]}
 
 

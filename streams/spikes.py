@@ -3,7 +3,8 @@
 Two tests, both on counts per (area, kind):
   * weekly: a Poisson upper-tail test of the current ISO week (Europe/London) against the
     mean of a trailing baseline of past weeks ("poisson-week");
-  * daily: CDC EARS C2 (Hutwagner et al. 2003), today against 7 days before a 2-day guard.
+  * daily: CDC EARS C2 (Hutwagner et al. 2003), today against 7 days before a 2-day guard,
+    confirmed by a Poisson upper tail of today against that baseline's mean ("ears-c2").
 Counts are sparse (most cell-weeks hold 0 or 1 events), where a z-score or a tail
 probability alone calls "1 versus 0" a spike. Both tests therefore also need a minimum
 count, the idea of Farrington et al. 1996 and Noufaily et al. 2013 (no alert unless the
@@ -128,7 +129,7 @@ class Alert:
     period_start: date
     observed: int
     expected: float
-    p_value: float  # ears-c2: the Gaussian tail of the statistic, a nominal figure only
+    p_value: float  # the Poisson upper tail of ``observed`` given ``expected`` (both methods)
     method: Method
     first_seen: datetime
     triggering_event_id: str
@@ -152,13 +153,9 @@ class SpikeConfig:
     daily: bool = True  # also run EARS C2 on daily counts
     ears_baseline: int = 7
     ears_guard: int = 2
-
-
-@dataclass(slots=True)
-class _Series:
-    weeks: dict[date, int] = field(default_factory=dict)
-    days: dict[date, int] = field(default_factory=dict)
-    alerted: date | None = None  # week start of the last alert
+    # A feed silent for longer than this (a replay of another year, an outage) starts its
+    # coverage again: the weeks in between are unknown, not quiet.
+    resume_gap_days: int = 28
 
 
 def _monday(day: date) -> date:
@@ -173,117 +170,193 @@ def _date(text: str | None) -> date | None:
     return date.fromisoformat(text) if text else None
 
 
+@dataclass(slots=True)
+class Coverage:
+    """The days a feed has covered: weeks before ``start`` are unknown, not zero.
+
+    Only events within the retained window (``baseline_weeks`` before the latest week)
+    extend the coverage backwards, so a stray event from another year cannot turn years
+    of silence into a quiet baseline; a jump forward past ``resume_gap_days`` restarts it.
+    """
+
+    start: date | None = None
+    latest: date | None = None
+    _oldest: tuple[date, int, date] | None = field(default=None, init=False, repr=False,
+                                                   compare=False)  # (latest, weeks, oldest)
+
+    def oldest_week(self, config: SpikeConfig) -> date:
+        """The first week still retained: asked for every event, so kept until latest moves."""
+        assert self.latest is not None
+        cached = self._oldest
+        if cached is None or cached[0] != self.latest or cached[1] != config.baseline_weeks:
+            cached = self._oldest = (self.latest, config.baseline_weeks, _monday(self.latest)
+                                     - timedelta(weeks=config.baseline_weeks))
+        return cached[2]
+
+    def see(self, day: date, config: SpikeConfig) -> bool:
+        """Extend the coverage with one event's day; False when the day is too old to count."""
+        if self.latest is not None and day > self.latest + timedelta(days=config.resume_gap_days):
+            self.start = None
+        self.latest = max(self.latest or day, day)
+        if _monday(day) < self.oldest_week(config):
+            return False
+        if self.start is None or day < self.start:
+            self.start = day
+        return True
+
+    def to_state(self) -> dict[str, Any]:
+        return {"start": _iso(self.start), "latest": _iso(self.latest)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Coverage:
+        return cls(_date(state.get("start")), _date(state.get("latest")))
+
+
+@dataclass(slots=True)
+class Series:
+    """One (area, kind)'s counts by week and by day, and the week of its last alert."""
+
+    weeks: dict[date, int] = field(default_factory=dict)
+    days: dict[date, int] = field(default_factory=dict)
+    alerted: date | None = None  # week start of the last alert
+
+    def prune(self, coverage: Coverage, config: SpikeConfig) -> None:
+        assert coverage.latest is not None
+        oldest = coverage.oldest_week(config)
+        first_day = coverage.latest - timedelta(days=config.ears_baseline + config.ears_guard)
+        for w in [w for w in self.weeks if w < oldest]:
+            del self.weeks[w]
+        for d in [d for d in self.days if d < first_day]:
+            del self.days[d]
+        if self.alerted is not None and self.alerted < oldest:
+            self.alerted = None
+
+    def to_state(self) -> dict[str, Any]:
+        return {"w": {w.isoformat(): n for w, n in sorted(self.weeks.items())},
+                "d": {d.isoformat(): n for d, n in sorted(self.days.items())},
+                "a": _iso(self.alerted)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Series:
+        return cls({date.fromisoformat(w): n for w, n in state["w"].items()},
+                   {date.fromisoformat(d): n for d, n in state["d"].items()}, _date(state["a"]))
+
+
+def observe(s: Series, coverage: Coverage, config: SpikeConfig, area: str, kind: str, day: date,
+            event_id: str, at: datetime | None = None) -> Alert | None:
+    """Count one event in ``s`` and test its week and day; ``coverage`` has already seen it.
+
+    One alert per spike: once a week alerts, the series is silent for the rest of that
+    week and ``cooldown_weeks`` more, whichever test would fire. Counts past the window do
+    not change a decision, so ``s`` is pruned when it is saved (:meth:`Series.prune`), not here.
+    """
+    week = _monday(day)
+    s.weeks[week] = s.weeks.get(week, 0) + 1
+    s.days[day] = s.days.get(day, 0) + 1
+    if s.alerted is not None and s.alerted <= week < s.alerted + timedelta(
+            weeks=1 + config.cooldown_weeks):
+        return None
+    alert = _weekly(s, coverage, config, area, kind, week, event_id, at) or _daily(
+        s, coverage, config, area, kind, day, event_id, at)
+    if alert is not None:
+        s.alerted = week
+    return alert
+
+
+def _alert(config: SpikeConfig, area: str, kind: str, period: Literal["week", "day"], start: date,
+           observed: int, expected: float, p: float, method: Method, event_id: str,
+           at: datetime | None) -> Alert:
+    return Alert(area, config.area_type, kind, period, start, observed, expected, p, method,
+                 at or datetime.now(UTC), event_id)
+
+
+def _weekly(s: Series, coverage: Coverage, c: SpikeConfig, area: str, kind: str, week: date,
+            event_id: str, at: datetime | None) -> Alert | None:
+    assert coverage.start is not None
+    if s.weeks[week] < c.min_count:
+        return None  # week_test's minimum count, decided before the history is built
+    # The first whole week observed (a week the detector joined midway would look quiet).
+    whole = _monday(coverage.start + timedelta(days=6))
+    first = max(whole, week - timedelta(weeks=c.baseline_weeks))
+    n = (week - first).days // 7  # whole weeks observed before this one
+    history = [s.weeks.get(first + timedelta(weeks=i), 0) for i in range(max(n, 0))]
+    d = week_test(s.weeks[week], history, c.min_weeks, c.alpha, c.min_count)
+    if not d.alert:
+        return None
+    return _alert(c, area, kind, "week", week, d.observed, d.expected, d.p_value, "poisson-week",
+                  event_id, at)
+
+
+def _daily(s: Series, coverage: Coverage, c: SpikeConfig, area: str, kind: str, day: date,
+           event_id: str, at: datetime | None) -> Alert | None:
+    assert coverage.start is not None
+    span = c.ears_baseline + c.ears_guard
+    if not c.daily or (day - coverage.start).days < span or s.days.get(day, 0) < c.min_count:
+        return None
+    series = [s.days.get(day - timedelta(days=span - i), 0) for i in range(span + 1)]
+    _, exceeded = ears_c2(series, c.ears_baseline, c.ears_guard)
+    if not exceeded:
+        return None
+    # EARS's Gaussian reading of a small count misleads: in a busy area (a district, ~2 a day)
+    # 5 in a day scores over 3 one day in a few dozen. The day must also be improbable under
+    # a Poisson law with the baseline's mean (floored as the week test's: half an event).
+    base = series[: c.ears_baseline]
+    expected = sum(base) / len(base)
+    p = poisson_upper_p(s.days[day], max(expected, 0.5 / len(base)))
+    if p >= c.alpha:
+        return None
+    return _alert(c, area, kind, "day", day, s.days[day], expected, p, "ears-c2", event_id, at)
+
+
 class Detector:
-    """Rolling weekly and daily counts per (area, kind); one alert per spike.
+    """Rolling weekly and daily counts per (area, kind) over one feed; one alert per spike.
 
     Weeks and days before the detector's ``start`` (its first observation unless given)
-    are unknown, not zero. Only ``baseline_weeks`` + 1 weeks and the EARS window of days
-    are kept per key, and keys with nothing left in the window are dropped.
+    are unknown, not zero (see :class:`Coverage`). Only ``baseline_weeks`` + 1 weeks and the
+    EARS window of days are kept per key, and keys with nothing left in the window are dropped.
+    The worker (streams.alerts) keeps the same :class:`Series` and :class:`Coverage` per key in
+    a table instead.
     """
 
     def __init__(self, config: SpikeConfig | None = None, start: date | None = None) -> None:
         self.config = config or SpikeConfig()
-        self.start = start
-        self.latest: date | None = None
-        self._series: dict[tuple[str, str], _Series] = {}
+        self.coverage = Coverage(start)
+        self._series: dict[tuple[str, str], Series] = {}
+
+    @property
+    def start(self) -> date | None:
+        return self.coverage.start
+
+    @property
+    def latest(self) -> date | None:
+        return self.coverage.latest
 
     def observe(self, area: str, kind: str, day: date, event_id: str,
                 at: datetime | None = None) -> Alert | None:
         """Count one event (``day`` is its Europe/London date) and test its week and day."""
-        c = self.config
-        self.start = min(self.start or day, day)
-        self.latest = max(self.latest or day, day)
-        week = _monday(day)
-        if week < self._oldest_week():
+        if not self.coverage.see(day, self.config):
             return None  # too late to matter: outside the retained window
-        s = self._series.setdefault((area, kind), _Series())
-        s.weeks[week] = s.weeks.get(week, 0) + 1
-        s.days[day] = s.days.get(day, 0) + 1
-        self._prune(s)
-        if s.alerted is not None and s.alerted <= week < s.alerted + timedelta(
-                weeks=1 + c.cooldown_weeks):
-            return None
-        alert = self._weekly(s, area, kind, week, event_id, at) or self._daily(
-            s, area, kind, day, event_id, at)
-        if alert is not None:
-            s.alerted = week
-        return alert
-
-    def _oldest_week(self) -> date:
-        assert self.latest is not None
-        return _monday(self.latest) - timedelta(weeks=self.config.baseline_weeks)
-
-    def _prune(self, s: _Series) -> None:
-        assert self.latest is not None
-        oldest = self._oldest_week()
-        first_day = self.latest - timedelta(days=self.config.ears_baseline + self.config.ears_guard)
-        for w in [w for w in s.weeks if w < oldest]:
-            del s.weeks[w]
-        for d in [d for d in s.days if d < first_day]:
-            del s.days[d]
-        if s.alerted is not None and s.alerted < oldest:
-            s.alerted = None
-
-    def _alert(self, area: str, kind: str, period: Literal["week", "day"], start: date,
-               observed: int, expected: float, p: float, method: Method, event_id: str,
-               at: datetime | None) -> Alert:
-        return Alert(area, self.config.area_type, kind, period, start, observed, expected, p,
-                     method, at or datetime.now(UTC), event_id)
-
-    def _weekly(self, s: _Series, area: str, kind: str, week: date, event_id: str,
-                at: datetime | None) -> Alert | None:
-        assert self.start is not None
-        c = self.config
-        # The first whole week observed (a week the detector joined midway would look quiet).
-        whole = _monday(self.start + timedelta(days=6))
-        first = max(whole, week - timedelta(weeks=c.baseline_weeks))
-        n = (week - first).days // 7  # whole weeks observed before this one
-        history = [s.weeks.get(first + timedelta(weeks=i), 0) for i in range(max(n, 0))]
-        d = week_test(s.weeks[week], history, c.min_weeks, c.alpha, c.min_count)
-        if not d.alert:
-            return None
-        return self._alert(area, kind, "week", week, d.observed, d.expected, d.p_value,
-                           "poisson-week", event_id, at)
-
-    def _daily(self, s: _Series, area: str, kind: str, day: date, event_id: str,
-               at: datetime | None) -> Alert | None:
-        assert self.start is not None
-        c = self.config
-        span = c.ears_baseline + c.ears_guard
-        if not c.daily or (day - self.start).days < span or s.days.get(day, 0) < c.min_count:
-            return None
-        series = [s.days.get(day - timedelta(days=span - i), 0) for i in range(span + 1)]
-        stat, exceeded = ears_c2(series, c.ears_baseline, c.ears_guard)
-        if not exceeded:
-            return None
-        base = series[: c.ears_baseline]
-        return self._alert(area, kind, "day", day, s.days[day], sum(base) / len(base),
-                           0.5 * math.erfc(stat / math.sqrt(2)), "ears-c2", event_id, at)
+        s = self._series.setdefault((area, kind), Series())
+        return observe(s, self.coverage, self.config, area, kind, day, event_id, at)
 
     def to_state(self) -> dict[str, Any]:
         """A JSON-able snapshot (config included), e.g. for a Faust table."""
         if self.latest is not None:
             for key in list(self._series):
-                self._prune(self._series[key])
+                self._series[key].prune(self.coverage, self.config)
                 if not self._series[key].weeks and not self._series[key].alerted:
                     del self._series[key]
         return {
-            "v": 1, "config": asdict(self.config), "start": _iso(self.start),
-            "latest": _iso(self.latest),
-            "series": [[area, kind, {"w": {w.isoformat(): n for w, n in sorted(s.weeks.items())},
-                                     "d": {d.isoformat(): n for d, n in sorted(s.days.items())},
-                                     "a": _iso(s.alerted)}]
-                       for (area, kind), s in sorted(self._series.items())],
+            "v": 1, "config": asdict(self.config), **self.coverage.to_state(),
+            "series": [[area, kind, s.to_state()] for (area, kind), s in sorted(self._series.items())],
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Detector:
         if state.get("v") != 1:
             raise ValueError(f"unknown detector state version {state.get('v')!r}")
-        det = cls(SpikeConfig(**state["config"]), _date(state["start"]))
-        det.latest = _date(state["latest"])
+        det = cls(SpikeConfig(**state["config"]))
+        det.coverage = Coverage.from_state(state)
         for area, kind, s in state["series"]:
-            det._series[(area, kind)] = _Series(
-                {date.fromisoformat(w): n for w, n in s["w"].items()},
-                {date.fromisoformat(d): n for d, n in s["d"].items()}, _date(s["a"]))
+            det._series[(area, kind)] = Series.from_state(s)
         return det

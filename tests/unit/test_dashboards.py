@@ -19,6 +19,9 @@ from dashboards import build
 from dashboards.macros import expand, interpolate
 from hotspots.contract import Safeguarding, Seizure, Warrant, dead_letter
 from hotspots.geo import cell_of
+from sinks.sink import BatchingSink
+from streams.alerts import alert_record
+from streams.spikes import Alert
 from tests.unit.test_store import BASILDON, CHELMSFORD, COLCHESTER, arrest, at, worker_output, write
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,6 +43,9 @@ EXPECTED: dict[str, tuple[set[str], str]] = {
     "Sink freshness": ({"freshness_s"}, "ops"),
     "Rows per table": ({"table_name", "rows"}, "ops"),
     "Dead letters per hour": ({"time", "dead_letters"}, "ops"),
+    "Spike alerts": ({"time", "area_type", "area", "kind", "observed", "expected", "p_value",
+                      "method", "triggering_event_id"}, "ops"),
+    "Spike alerts per day by kind": ({"time", "kind", "alerts"}, "ops"),
 }
 
 
@@ -60,7 +66,8 @@ def run(store, sql: str, span: tuple[datetime, datetime]) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def loaded(store, sink_settings):
-    """Four kinds in three towns over two weeks of 2080, a dead letter, two class changes."""
+    """Four kinds in three towns over two weeks of 2080, a dead letter, two class changes, a
+    spike alert (first seen now, for a week of 2088) through the sink's route."""
     events = [
         arrest(1, at(YEAR, 3, 6)), arrest(2, at(YEAR, 3, 7), charged=False),
         arrest(3, at(YEAR, 3, 14), BASILDON), arrest(4, at(YEAR, 3, 15), COLCHESTER),
@@ -81,6 +88,11 @@ def loaded(store, sink_settings):
                   (8, "arrest", cell_of(*BASILDON), week, "sporadic_hot_spot",
                    "intensifying_hot_spot", datetime.now(UTC))],
                  ("res", "kind", "cell", "week_start", "from_class", "to_class", "computed_at"))
+    spike = Alert(h3.int_to_str(cell_of(*CHELMSFORD)), "cell", "arrest", "week", date(2088, 3, 1),
+                  7, 0.3, 1e-7, "poisson-week", datetime.now(UTC), f"a-{YEAR}-spike")
+    sink = BatchingSink(store, sink_settings)
+    sink.add(sink_settings.alerts_topic, spike.alert_id.encode(), orjson.dumps(alert_record(spike, 8)))
+    sink.flush()
     return events
 
 
@@ -109,7 +121,7 @@ def test_panels_use_the_clickhouse_datasource_and_never_raw_events():
             assert "events" not in t["rawSql"], p["title"]
             assert "hotspots.rollups" in t["rawSql"] or any(
                 f"hotspots.{small}" in t["rawSql"]
-                for small in ("dead_letters", "ehsa_classes", "ehsa_transitions"))
+                for small in ("dead_letters", "ehsa_classes", "ehsa_transitions", "alerts"))
 
 
 @pytest.mark.parametrize("title", sorted(EXPECTED))
@@ -174,7 +186,8 @@ def test_alert_rules_parse_and_run(store, loaded):
     doc = yaml.safe_load(build.RULES.read_text())
     assert doc["apiVersion"] == 1
     rules = {r["title"]: r for g in doc["groups"] for r in g["rules"]}
-    assert set(rules) == {"Dead letters surging", "Class change to new/intensifying hot spot"}
+    assert set(rules) == {"Dead letters surging", "Class change to new/intensifying hot spot",
+                          "Spike alert raised"}
     values = {}
     for title, rule in rules.items():
         (query,) = [d for d in rule["data"] if d["refId"] == "A"]
@@ -186,6 +199,7 @@ def test_alert_rules_parse_and_run(store, loaded):
         values[title] = row["value"]
     assert values["Dead letters surging"] >= 1
     assert values["Class change to new/intensifying hot spot"] >= 2
+    assert values["Spike alert raised"] >= 1
 
 
 def test_macros_expand_as_the_plugin_does():

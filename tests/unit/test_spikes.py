@@ -13,6 +13,7 @@ from scipy.stats import nbinom, poisson
 from bench.spikes_eval import SIZES, evaluate
 from streams.spikes import (
     Alert,
+    Coverage,
     Detector,
     SpikeConfig,
     ears_c2,
@@ -155,3 +156,16 @@ def test_evaluation_meets_the_targets():
     assert result["false_per_1000"] <= 1.0 and result["quiet_cell_weeks"] > 50_000
     assert all(result["by_size"][s]["max_alerts_per_spike"] <= 1 for s in SIZES)
     assert result["by_size"][10]["recall"] == 1.0
+
+
+def test_coverage_restarts_after_a_silence_and_ignores_strays():
+    cfg = SpikeConfig()
+    cov = Coverage()
+    assert cov.see(date(2013, 5, 1), cfg) and cov.start == date(2013, 5, 1)
+    # Another year, much later: the silence in between is unknown, not quiet.
+    assert cov.see(date(2026, 11, 2), cfg) and cov.start == date(2026, 11, 2)
+    assert cov.see(date(2026, 10, 20), cfg) and cov.start == date(2026, 10, 20)  # a late event
+    # A stray from long ago is outside the window: it neither counts nor extends coverage.
+    assert not cov.see(date(2013, 6, 1), cfg) and cov.start == date(2026, 10, 20)
+    assert cov.latest == date(2026, 11, 2)
+    assert Coverage.from_state(cov.to_state()) == cov
