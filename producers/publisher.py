@@ -12,8 +12,16 @@ import orjson
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from hotspots.contract import CONTENT_TYPE, CONTRACT_VERSION, Event, dead_letter, encode_event
-from hotspots.geo import partition_key
+from hotspots.contract import (
+    BULK_CONTENT_TYPE,
+    CONTENT_TYPE,
+    CONTRACT_VERSION,
+    Event,
+    dead_letter,
+    encode_event,
+)
+from hotspots.geo import partition_key, partition_of
+from hotspots.kafka_security import connect_failure, kafka_kwargs
 from hotspots.metrics import EVENTS_OUT, INVALID
 from hotspots.settings import ProducerSettings
 
@@ -32,10 +40,20 @@ class Rejected:
     source: str
 
 
-class EventPublisher:
-    """Sends events and counts what the broker acknowledged; only acknowledged counts as sent."""
+# A bulk record stays far below Kafka's 1 MB default message limit.
+BULK_BYTES = 256 * 1024
 
-    def __init__(self, settings: ProducerSettings, source: str) -> None:
+
+class EventPublisher:
+    """Sends events and counts what the broker acknowledged; only acknowledged counts as sent.
+
+    ``bulk`` > 1 packs up to that many events bound for one partition into one record
+    (newline-delimited JSON, content-type BULK_CONTENT_TYPE), for replays and backfills:
+    Kafka and the worker then pay their per-record cost once per bulk. A bulk is sent when
+    full and on flush(); live feeds keep bulk=0 so that each event leaves at once.
+    """
+
+    def __init__(self, settings: ProducerSettings, source: str, bulk: int = 0) -> None:
         self.topic = settings.events_topic
         self.dlq_topic = settings.dlq_topic
         self.dead_lettered = 0
@@ -43,9 +61,13 @@ class EventPublisher:
         self.acked = 0
         self.failed: list[str] = []
         self._sent_by_kind: dict[str, Any] = {}  # kind -> its events_out child, looked up once
+        self.bulk = bulk
+        self._bulks: dict[int, list[bytes]] = {}  # partition -> encoded events waiting
+        self._bulk_bytes: dict[int, int] = {}
+        self._partitions = 0
         try:
             self.producer = KafkaProducer(
-                bootstrap_servers=settings.bootstrap,
+                **kafka_kwargs(settings),  # bootstrap servers and HOTSPOTS_SECURITY_* settings
                 acks="all",
                 enable_idempotence=True,  # a retried send is not written twice
                 compression_type=settings.compression,
@@ -53,17 +75,28 @@ class EventPublisher:
                 retries=10,
                 request_timeout_ms=15000,
                 max_block_ms=15000,
+                bootstrap_timeout_ms=15000,
             )
         except KafkaError as exc:
-            raise PublishError(f"Kafka unreachable at {settings.bootstrap}: {exc}") from None
+            raise PublishError(connect_failure(settings, exc)) from None
 
-    def _ok(self, _meta: Any) -> None:
-        self.acked += 1
+    def _ok(self, _meta: Any, events: int = 1) -> None:
+        self.acked += events
 
     def _err(self, event_id: str) -> Any:
         return lambda exc: self.failed.append(f"{event_id}: {exc}")
 
     def send(self, event: Event) -> None:
+        if self.bulk > 1:
+            self._add_to_bulk(event)
+        else:
+            self._send_one(event)
+        counter = self._sent_by_kind.get(event.kind)
+        if counter is None:
+            counter = self._sent_by_kind[event.kind] = EVENTS_OUT.labels("producer", event.kind)
+        counter.inc()
+
+    def _send_one(self, event: Event) -> None:
         headers = [
             ("contract", f"v{CONTRACT_VERSION}".encode()),
             ("kind", event.kind.encode()),
@@ -73,10 +106,36 @@ class EventPublisher:
         future = self.producer.send(self.topic, key=partition_key(event.lat, event.lon),
                                     value=encode_event(event), headers=headers)
         future.add_callback(self._ok).add_errback(self._err(event.event_id))
-        counter = self._sent_by_kind.get(event.kind)
-        if counter is None:
-            counter = self._sent_by_kind[event.kind] = EVENTS_OUT.labels("producer", event.kind)
-        counter.inc()
+
+    def _add_to_bulk(self, event: Event) -> None:
+        if not self._partitions:
+            found = self.producer.partitions_for(self.topic)  # blocks until metadata arrives
+            if not found:
+                raise PublishError(f"topic {self.topic} has no partitions")
+            self._partitions = len(found)
+        partition = partition_of(partition_key(event.lat, event.lon), self._partitions)
+        line = encode_event(event)
+        waiting = self._bulks.setdefault(partition, [])
+        if waiting and self._bulk_bytes[partition] + len(line) + 1 > BULK_BYTES:
+            self._send_bulk(partition)
+            waiting = self._bulks.setdefault(partition, [])
+        waiting.append(line)
+        self._bulk_bytes[partition] = self._bulk_bytes.get(partition, 0) + len(line) + 1
+        if len(waiting) >= self.bulk:
+            self._send_bulk(partition)
+
+    def _send_bulk(self, partition: int) -> None:
+        lines = self._bulks.pop(partition, [])
+        self._bulk_bytes.pop(partition, None)
+        if not lines:
+            return
+        headers = [("contract", f"v{CONTRACT_VERSION}".encode()),
+                   ("content-type", BULK_CONTENT_TYPE.encode()), ("source", self.source)]
+        future = self.producer.send(self.topic, value=b"\n".join(lines), partition=partition,
+                                    headers=headers)
+        n = len(lines)
+        future.add_callback(self._ok, events=n).add_errback(
+            self._err(f"bulk of {n} events for partition {partition}"))
 
     def send_rejected(self, rejected: Rejected) -> None:
         record = dead_letter(rejected.raw, rejected.reason, rejected.detail, rejected.source)
@@ -93,6 +152,8 @@ class EventPublisher:
         return self.acked
 
     def flush(self, timeout: float = 60.0) -> None:
+        for partition in list(self._bulks):
+            self._send_bulk(partition)
         try:
             self.producer.flush(timeout=timeout)
         except KafkaError as exc:

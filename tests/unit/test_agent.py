@@ -18,11 +18,11 @@ import orjson
 import pytest
 from faust.topics import Topic
 
-from hotspots.contract import Arrest, Seizure, content_digest, encode_event
+from hotspots.contract import BULK_CONTENT_TYPE, Arrest, Seizure, content_digest, encode_event
 from hotspots.geo import cell_of, partition_key, partition_of
 from hotspots.settings import WorkerSettings
 from streams.app import build_app
-from streams.rollup import position
+from streams.rollup import INDEX_BITS, MAX_PER_RECORD, position
 
 SENTINEL = b"end of scenario"
 ARREST = Arrest(event_id="a-1", occurred_at=datetime(2023, 7, 1, 12, tzinfo=UTC),
@@ -108,6 +108,17 @@ def table(app: faust.App, name: str) -> dict[str, Any]:
     return dict(app.tables[name].items())
 
 
+def seen_ids(app: faust.App) -> dict[str, list[Any]]:
+    """The seen table's per-fold records flattened: event_id -> [partition, offset, digest]."""
+    out = {}
+    for key, ids in table(app, "seen").items():
+        _, partition, _ = key.split("|")
+        for event_id, (pos, digest) in ids.items():
+            assert pos & (MAX_PER_RECORD - 1) == 0  # single records: index 0
+            out[event_id] = [int(partition), pos >> INDEX_BITS, digest]
+    return out
+
+
 def test_valid_events_are_rolled_up_and_invalid_refused(tmp_path, sent):
     async def scenario(agent):
         await put(agent, ARREST)  # offset 0
@@ -123,9 +134,10 @@ def test_valid_events_are_rolled_up_and_invalid_refused(tmp_path, sent):
     assert all(s["m"][0] == (2 if k.endswith("arrest") else 1) for k, s in rollups.items())
     seizure_day = f"day|6|{cell_of(SEIZURE.lat, SEIZURE.lon, 6)}|2023-07-02|seizure"
     assert rollups[seizure_day]["m"][4] == 2500  # drugs_mg
-    assert table(app, "seen") == {"a-1": [0, 0, content_digest(ARREST)],
-                                  "a-2": [0, 1, content_digest(ARREST_2)],
-                                  "s-1": [0, 3, content_digest(SEIZURE)]}
+    assert seen_ids(app) == {"a-1": [0, 0, content_digest(ARREST)],
+                             "a-2": [0, 1, content_digest(ARREST_2)],
+                             "s-1": [0, 3, content_digest(SEIZURE)]}
+    assert list(table(app, "seen")) == ["fold|0|0"]  # one record per fold and partition
     assert sent.dead() == ["personal_data"]
     assert accepted_ids(sent) == ["a-1", "a-2", "s-1"]
     # The rollups topic is the table's changelog: one write per changed key per batch, on
@@ -150,7 +162,7 @@ def test_resent_event_is_counted_once(tmp_path, sent):
     assert len(rollups) == 7  # 3 monthly, 3 weekly, 1 daily
     assert all(s == {"m": [1, 1, 0, 0, 0, 0, 0, 0], "seq": 1, "off": {"0": position(0)}}
                for s in rollups.values())
-    assert table(app, "seen") == {"a-1": [0, 0, content_digest(ARREST)]}
+    assert seen_ids(app) == {"a-1": [0, 0, content_digest(ARREST)]}
     assert sent.dead() == ["duplicate_conflict"]
     assert accepted_ids(sent) == ["a-1", "a-1"]  # the first delivery and the redelivery
     assert [v["seq"] for _, v, _ in sent.to(".rollups.v1")] == [1] * 7
@@ -167,7 +179,73 @@ def test_event_on_the_wrong_partition_is_forwarded_home(tmp_path, sent):
 
     app = run(tmp_path, 4, scenario)
     assert sent.to(".events.v1") == [(key, encode_event(ARREST), home)]
-    assert table(app, "seen") == {"a-2": [home, 1, content_digest(ARREST_2)]}
+    assert seen_ids(app) == {"a-2": [home, 1, content_digest(ARREST_2)]}
     assert table(app, "rollups")[WEEK8] == {"m": [1, 0, 0, 0, 0, 0, 0, 0], "seq": 1,
                                            "off": {str(home): position(1)}}
     assert {p for _, _, p in sent.to(".rollups.v1")} == {home}
+
+
+BULK_HEADERS = {"content-type": BULK_CONTENT_TYPE.encode()}
+
+
+async def put_bulk(agent: Any, lines: list[bytes], partition: int = 0) -> None:
+    await agent.put(b"\n".join(lines), key=b"bulk", partition=partition, headers=BULK_HEADERS)
+
+
+def test_a_bulk_record_is_folded_event_by_event_and_only_once(tmp_path, sent):
+    third = ARREST.model_copy(update={"event_id": "a-3"})
+
+    async def scenario(agent):
+        lines = [encode_event(ARREST), b'{"kind": "arrest"}', encode_event(ARREST_2), b""]
+        await put_bulk(agent, lines)  # offset 0: two events, one refusal, a trailing newline
+        agent.sent_offset = 0
+        await put_bulk(agent, lines)  # offset 0 again: the redelivery of a crashed batch
+        await put(agent, ARREST)  # offset 1: the first event re-sent on its own
+        await put_bulk(agent, [encode_event(third)])  # offset 2
+
+    app = run(tmp_path, 1, scenario)
+    assert table(app, "rollups")[WEEK8] == {"m": [3, 2, 0, 0, 0, 0, 0, 0], "seq": 3,
+                                           "off": {"0": position(2, 0)}}
+    seen = {k: v for ids in table(app, "seen").values() for k, v in ids.items()}
+    assert seen == {"a-1": [position(0, 0), content_digest(ARREST)],
+                    "a-2": [position(0, 2), content_digest(ARREST_2)],
+                    "a-3": [position(2, 0), content_digest(third)]}
+    assert sent.dead() == ["missing_field"] * 2  # the bad line, in each delivery of its record
+    where = [orjson.loads(v)["source"] for _, v, _ in sent.to(".deadletter.v1")
+             if orjson.loads(v)["raw"] != SENTINEL.decode()]
+    assert where[0].endswith("[0]@0#1")
+    rows = [row for _, v, _ in sent.to(".accepted.v1") for row in orjson.loads(v)]
+    assert [(r["event_id"], r["src"]) for r in rows] == [
+        ("a-1", [0, position(0, 0)]), ("a-2", [0, position(0, 2)]),
+        ("a-1", [0, position(0, 0)]), ("a-2", [0, position(0, 2)]),  # redelivered: same src
+        ("a-3", [0, position(2, 0)])]
+
+
+def test_a_bulk_record_with_too_many_lines_is_refused_whole(tmp_path, sent):
+    async def scenario(agent):
+        await put_bulk(agent, [b"{}"] * (MAX_PER_RECORD + 1))
+
+    run(tmp_path, 1, scenario)
+    assert sent.dead() == ["bulk_too_large"]
+
+
+def test_seen_ids_are_recovered_from_the_table_after_a_restart(tmp_path, sent):
+    """A fresh worker whose seen table holds records of earlier folds (and one written per
+    event, as before folds) drops those events when they are sent again."""
+    settings = WorkerSettings(data_dir=tmp_path, partitions=1, fold_within=0.3)
+    app = build_app(settings)
+    seen = app.tables["seen"]
+    seen.data["fold|0|0"] = {"a-1": [position(0), content_digest(ARREST)]}
+    seen.data["a-2"] = [0, 1, content_digest(ARREST_2)]  # the per-event form
+
+    async def main() -> None:
+        async with app.agents["aggregate"].test_context() as agent:
+            agent.sent_offset = 5
+            await put(agent, ARREST)
+            await put(agent, ARREST_2)
+            await put(agent, SEIZURE)
+            await agent.put(SENTINEL, key=b"sentinel")
+            await asyncio.sleep(settings.fold_within * 3)
+
+    asyncio.run(asyncio.wait_for(main(), timeout=30))
+    assert accepted_ids(sent) == ["s-1"]

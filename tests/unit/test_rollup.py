@@ -6,6 +6,8 @@ from datetime import UTC, date, datetime
 
 import h3
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hotspots.contract import MEASURES, Arrest, Seizure, encode_event, measures_of
 from hotspots.geo import cells_of, to_str
@@ -17,6 +19,7 @@ from streams.rollup import (
     apply,
     empty_state,
     rollup_keys,
+    rollup_names,
     rollup_row,
 )
 
@@ -159,3 +162,27 @@ def test_positions_order_like_offsets_then_index() -> None:
     assert position(0) >= 0 and position(7) > 7  # older states hold plain offsets: still below
     with pytest.raises(ValueError):
         position(1, MAX_PER_RECORD)
+
+
+# hypothesis takes naive bounds and attaches ``timezones`` to what it draws
+@given(st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2040, 1, 1),  # noqa: DTZ001
+                    timezones=st.just(UTC)),
+       st.sampled_from(["day", "month"]))
+@settings(max_examples=200, deadline=None)
+def test_rollup_names_equal_the_keys_encoded(at: datetime, precision: str) -> None:
+    event = ARREST.model_copy(update={"occurred_at": at, "time_precision": precision})
+    cells = cells_of(event.lat, event.lon)
+    assert rollup_names(event, cells) == [k.encode() for k in rollup_keys(event, cells)]
+
+
+def test_the_sinks_parse_of_a_changelog_record_equals_rollup_row() -> None:
+    import orjson
+
+    from sinks.sink import _rollup
+
+    key = rollup_keys(SEIZURE)[3]
+    state = {"m": [1, 0, 0, 2, 1500, 25075, 0, 0], "seq": 4, "off": {"0": 99}}
+    row = rollup_row(key, state)
+    row["period_start"] = key.start
+    assert _rollup(orjson.dumps(key.encode()), orjson.dumps(state)) == [
+        tuple(row[c] for c in ROLLUP_COLUMNS)]

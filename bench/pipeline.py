@@ -1,0 +1,490 @@
+"""End to end through the real stack, each figure beside a baseline measured in the same run.
+
+    python -m bench.pipeline [--events 1000000] [--runs 3] [--smoke]
+
+Per run, on a fresh local stack (KRaft broker, worker, sink on embedded chDB):
+  * throughput: the product's bulk producer (validate, encode, send) replays N seeded events
+    in time order, as a backfill reads monthly files, while the worker and sink run; the
+    clock stops when the sink has committed everything the worker wrote. Baseline: a bare
+    aiokafka ``getmany`` loop over the same topic that only decodes the JSON and counts.
+    Afterwards the summary must count exactly N events, and reconcile must find no drift.
+  * producer: the product's producer alone against kafka-python's own
+    ``kafka.benchmarks.producer_performance`` with records of the same size and settings.
+  * freshness: single events at a steady 2k/s, with a probe event every 0.5 s whose arrival
+    in ``/v1/cells`` is polled; baseline: the same probes' produce-to-consume time through
+    Kafka alone.
+  * memory: the worker's RSS against its RSS before the run, with the number of rollup keys
+    it holds.
+
+Results go to bench/results/pipeline-<time>.json; ``--markdown`` prints the docs table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import os
+import platform
+import random
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from hotspots import stack
+from hotspots.contract import BULK_CONTENT_TYPE
+from hotspots.settings import ProducerSettings, SinkSettings, WorkerSettings
+from hotspots.topics import end_offsets, lagging
+
+RESULTS = Path(__file__).parent / "results"
+SHARED = Path(os.environ.get("HOTSPOTS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared"))
+ESSEX = SHARED / "data" / "police-uk" / "essex"
+TOWNS = [(51.5761, 0.4886), (51.5459, 0.7077), (51.7727, 0.1023), (51.7356, 0.4685),
+         (51.8959, 0.8919), (51.4755, 0.3271), (51.6870, -0.0040), (51.8787, 0.5528)]
+KIND_WEIGHTS = {"arrest": 30, "seizure": 15, "warrant": 8, "safeguarding": 20,
+                "stop_search": 20, "court_outcome": 7}
+
+
+# ---------------------------------------------------------------------------- events
+
+
+def snap_points(limit: int = 20000) -> list[tuple[float, float]]:
+    """Real Essex snap points (police.uk street files), else points around eight towns."""
+    points: set[tuple[float, float]] = set()
+    for path in sorted(ESSEX.glob("*-street.csv.gz")):
+        with gzip.open(path, "rt") as lines:
+            next(lines)
+            for line in lines:
+                parts = line.split(",")
+                try:
+                    points.add((float(parts[5]), float(parts[4])))
+                except (ValueError, IndexError):
+                    continue
+        if len(points) >= limit:
+            break
+    if points:
+        return sorted(points)[:limit]
+    rng = random.Random(7)
+    return [(lat + rng.gauss(0, 0.02), lon + rng.gauss(0, 0.03))
+            for lat, lon in TOWNS for _ in range(limit // len(TOWNS))]
+
+
+def _fields(rng: random.Random, kind: str) -> dict[str, Any]:
+    if kind == "arrest":
+        return {"charged": rng.random() < 0.7}
+    if kind == "seizure":
+        return {"drugs_grams": round(rng.expovariate(1 / 20), 1), "drug_class": "B",
+                "weapons_count": int(rng.random() < 0.2), "cash_gbp": float(rng.randrange(0, 900))}
+    if kind == "warrant":
+        return {"executed": True, "outcome": "drugs_found"}
+    if kind == "safeguarding":
+        return {"people": 1 + int(rng.random() < 0.2), "category": "cuckooing"}
+    if kind == "stop_search":
+        return {"outcome": "A no further action disposal"}
+    return {"sentence_months": rng.randrange(1, 60), "disposal": "custody"}
+
+
+def event_lines(n: int, seed: int, first: date, days: int, tag: str) -> list[bytes]:
+    """``n`` valid events (JSON lines) sorted by time over ``days`` days from ``first``."""
+    rng = random.Random(seed)
+    points = snap_points()
+    kinds = list(KIND_WEIGHTS)
+    weights = list(KIND_WEIGHTS.values())
+    start = datetime(first.year, first.month, first.day, tzinfo=UTC).timestamp()
+    times = sorted(start + rng.random() * days * 86400 for _ in range(n))
+    out = []
+    for i, at in enumerate(times):
+        lat, lon = points[rng.randrange(len(points))]
+        kind = rng.choices(kinds, weights)[0]
+        out.append(orjson.dumps({
+            "v": 1, "kind": kind, "event_id": f"{tag}-{i}", "force": "essex",
+            "occurred_at": datetime.fromtimestamp(int(at), UTC).isoformat(),
+            "lat": lat, "lon": lon, **_fields(rng, kind)}))
+    return out
+
+
+# ----------------------------------------------------------------------------- stack
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_stack(data_dir: Path, partitions: int) -> stack.StackConfig:
+    config = stack.StackConfig(str(data_dir), _free_port(), _free_port(), _free_port(),
+                               topic_prefix=f"bench-{uuid.uuid4().hex[:8]}", partitions=partitions)
+    stack.up(config, timeout=240, echo=lambda _msg: None)
+    return config
+
+
+def api(config: stack.StackConfig, path: str, params: dict[str, Any] | None = None) -> Any:
+    response = httpx.get(f"{config.api_url}{path}", params=params, timeout=600,
+                         headers=_auth_headers(config))
+    response.raise_for_status()
+    return response.json()
+
+
+def _auth_headers(config: stack.StackConfig) -> dict[str, str]:
+    """The local operator's token, as the CLI finds it, and the audit log's justification."""
+    from hotspots.tokens import client_token
+
+    token = client_token(Path(config.data_dir))
+    return {"X-Justification": "benchmark run",
+            **({"Authorization": f"Bearer {token}"} if token else {})}
+
+
+def caught_up(config: stack.StackConfig, deadline: float) -> None:
+    """Until the worker has committed every event and the sink everything the worker wrote."""
+    worker = WorkerSettings(bootstrap=config.bootstrap, topic_prefix=config.topic_prefix)
+    sink = SinkSettings(bootstrap=config.bootstrap, topic_prefix=config.topic_prefix)
+    for group, topics in ((worker.app_id, [worker.events_topic]),
+                          (sink.sink_group, [sink.accepted_topic, sink.rollups_topic, sink.dlq_topic])):
+        targets = end_offsets(config.bootstrap, topics)
+        while lagging(config.bootstrap, group, targets):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{group} not caught up")
+            time.sleep(0.1)
+
+
+def rss_mb(config: stack.StackConfig, name: str) -> float:
+    pid = int((Path(config.data_dir) / "run" / f"{name}.pid").read_text())
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"VmRSS:\s+(\d+) kB", status)
+    return int(match[1]) / 1024 if match else float("nan")
+
+
+def counts_by_kind(config: stack.StackConfig) -> dict[str, int]:
+    """Every event counted, per kind, from the monthly resolution-6 rollups."""
+    rows = api(config, "/v1/cells", {"from": "2010-01-01", "to": "2030-12-31", "res": 6,
+                                     "period": "month"})
+    out: dict[str, int] = {}
+    for row in rows:
+        out[row["kind"]] = out.get(row["kind"], 0) + int(row["count"])
+    return out
+
+
+def expected_by_kind(lines: list[bytes]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for line in lines:
+        kind = orjson.loads(line)["kind"]
+        out[kind] = out.get(kind, 0) + 1
+    return out
+
+
+# ------------------------------------------------------------------------ producers
+
+
+def produce(config: stack.StackConfig, lines: list[bytes], bulk: int) -> float:
+    """The product's producer path for a backfill (validate, encode, send): seconds taken."""
+    from producers.publisher import EventPublisher
+
+    settings = ProducerSettings(bootstrap=config.bootstrap, topic_prefix=config.topic_prefix)
+    admission = settings.admission()
+    started = time.perf_counter()
+    with EventPublisher(settings, source="bench", bulk=bulk) as publisher:
+        for line in lines:
+            publisher.send(admission.admit(line))
+        publisher.flush(timeout=600)
+        assert publisher.acked == len(lines), (publisher.acked, len(lines))
+    return time.perf_counter() - started
+
+
+def kafka_python_producer(config: stack.StackConfig, n: int, record_size: int) -> float:
+    """kafka.benchmarks.producer_performance with the product's producer settings: records/s."""
+    settings = ProducerSettings()
+    topic = f"{config.topic_prefix}.pp-{uuid.uuid4().hex[:6]}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "kafka.benchmarks.producer_performance",
+         "--bootstrap-servers", config.bootstrap, "--topic", topic, "--num-records", str(n),
+         "--record-size", str(record_size), "--stats-interval", "60",
+         "--producer-config", "acks=all", f"linger_ms={settings.linger_ms}",
+         f"compression_type={settings.compression}", "enable_idempotence=True"],
+        capture_output=True, text=True, timeout=1800, check=True)
+    match = re.search(r"Execution time: ([\d.]+) secs", proc.stdout)
+    if not match or f"{n} suceeded" not in proc.stdout:
+        raise RuntimeError(f"producer_performance failed:\n{proc.stdout}\n{proc.stderr}")
+    return n / float(match[1])
+
+
+# ------------------------------------------------------------------------- baseline
+
+
+async def _bare_loop(bootstrap: str, topic: str, partitions: int, expected: int) -> float:
+    """A bare aiokafka getmany loop that decodes every event's JSON and counts: events/s."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        bulk = BULK_CONTENT_TYPE.encode()
+        count = 0
+        started = time.perf_counter()
+        while count < expected:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=10000)
+            for records in batches.values():
+                for record in records:
+                    if (record.headers and dict(record.headers).get("content-type") == bulk):
+                        for line in record.value.split(b"\n"):
+                            orjson.loads(line)
+                            count += 1
+                    else:
+                        orjson.loads(record.value)
+                        count += 1
+        return count / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+def bare_loop(config: stack.StackConfig, expected: int) -> float:
+    topic = WorkerSettings(topic_prefix=config.topic_prefix).events_topic
+    return asyncio.run(_bare_loop(config.bootstrap, topic, config.partitions, expected))
+
+
+# ------------------------------------------------------------------------ freshness
+
+
+def freshness(config: stack.StackConfig, rate: float, seconds: float) -> dict[str, Any]:
+    """Probe events, one every 0.5 s among single events at ``rate``/s: seconds to queryable."""
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    from hotspots.geo import partition_key
+
+    settings = ProducerSettings(bootstrap=config.bootstrap, topic_prefix=config.topic_prefix)
+    producer = KafkaProducer(bootstrap_servers=config.bootstrap, acks="all",
+                             enable_idempotence=True, linger_ms=settings.linger_ms,
+                             compression_type=settings.compression)
+    topic = settings.events_topic
+    lat, lon = TOWNS[3]
+    probe_day = date(2011, 3, 9)  # its own week: nothing else lands there
+    week = probe_day - timedelta(days=probe_day.weekday())
+    key = partition_key(lat, lon)
+    load = live_load(datetime.now(UTC).date() - timedelta(days=6), f"fresh-{uuid.uuid4().hex[:6]}")
+    # Kafka alone: a consumer of the events topic, seeing the probes arrive.
+    watcher = KafkaConsumer(bootstrap_servers=config.bootstrap, enable_auto_commit=False)
+    parts = [TopicPartition(topic, p) for p in sorted(watcher.partitions_for_topic(topic) or ())]
+    watcher.assign(parts)
+    watcher.seek_to_end(*parts)
+    for tp in parts:
+        watcher.position(tp)  # resolve the end offsets now, before the probes exist
+    kafka_seen: dict[str, float] = {}
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            for records in watcher.poll(timeout_ms=50).values():
+                for record in records:
+                    if b'"probe-' in record.value[:80]:
+                        kafka_seen[orjson.loads(record.value)["event_id"]] = time.time()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    sent_at: list[float] = []
+    visible: list[float] = []
+    started = time.monotonic()
+    probes = int(seconds * 2)
+    next_probe = started
+    sent = 0
+    params = {"from": week.isoformat(), "to": week.isoformat(), "res": 8, "period": "week",
+              "kind": "warrant"}
+    headers = _auth_headers(config)
+    with httpx.Client(base_url=config.api_url, timeout=10, headers=headers) as client:
+        while len(visible) < probes:
+            now = time.monotonic()
+            while sent < (now - started) * rate:  # the steady load
+                producer.send(topic, value=next(load), key=None)
+                sent += 1
+            if len(sent_at) < probes and now >= next_probe:
+                probe = {"v": 1, "kind": "warrant", "event_id": f"probe-{uuid.uuid4().hex}",
+                         "occurred_at": f"{probe_day.isoformat()}T12:00:00+00:00", "lat": lat,
+                         "lon": lon, "force": "essex", "executed": True, "outcome": "drugs_found"}
+                producer.send(topic, value=orjson.dumps(probe), key=key)
+                sent_at.append(time.time())
+                next_probe += 0.5
+            rows = client.get("/v1/cells", params=params).json()
+            count = sum(r["count"] for r in rows) if isinstance(rows, list) else 0
+            while len(visible) < min(count, len(sent_at)):
+                visible.append(time.time() - sent_at[len(visible)])
+            if time.monotonic() - started > seconds * 4 + 60:
+                raise TimeoutError(f"only {len(visible)} of {probes} probes became visible")
+            time.sleep(0.02)
+    stop.set()
+    thread.join()
+    watcher.close()
+    producer.close()
+    through_kafka = sorted(kafka_seen.values())
+    kafka_lat = [t - s for t, s in zip(through_kafka, sent_at, strict=False)]
+    return {"rate": rate, "probes": probes, "load_events": sent,
+            "p50_s": _pct(visible, 50), "p99_s": _pct(visible, 99), "max_s": max(visible),
+            "kafka_p50_s": _pct(kafka_lat, 50), "kafka_p99_s": _pct(kafka_lat, 99)}
+
+
+def live_load(first: date, tag: str) -> Iterator[bytes]:
+    """Recent single events, without end: blocks of a week's worth, renamed per block."""
+    block = 0
+    while True:
+        yield from event_lines(20000, 99 + block, first, 6, f"{tag}-{block}")
+        block += 1
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+# ------------------------------------------------------------------------------ run
+
+
+def one_run(n: int, partitions: int, seed: int, fresh_seconds: float, producer_sample: int,
+            bulk: int) -> dict[str, Any]:
+    lines = event_lines(n, seed, date(2015, 1, 1), 3652, f"bench{seed}")
+    with tempfile.TemporaryDirectory(prefix="hotspots-bench-") as tmp:
+        config = start_stack(Path(tmp), partitions)
+        try:
+            worker_idle = rss_mb(config, "worker")
+            started = time.perf_counter()
+            produced = produce(config, lines, bulk)
+            caught_up(config, time.monotonic() + 3600)
+            elapsed = time.perf_counter() - started
+            worker_after = rss_mb(config, "worker")
+            counted = counts_by_kind(config)
+            expected = expected_by_kind(lines)
+            check = api(config, "/v1/reconcile")
+            if counted != expected or not check["ok"]:
+                raise AssertionError(f"inexact: counted {counted}, expected {expected}; "
+                                     f"reconcile {check}")
+            baseline = bare_loop(config, n)
+            result: dict[str, Any] = {
+                "events": n, "bulk": bulk, "partitions": partitions,
+                "pipeline_eps": n / elapsed, "pipeline_seconds": elapsed,
+                "producer_eps": n / produced, "baseline_eps": baseline,
+                "ratio": n / elapsed / baseline, "counted": sum(counted.values()),
+                "drifted_keys": check["drifted_keys"], "rollup_keys": check["keys_checked"],
+                "worker_rss_idle_mb": worker_idle, "worker_rss_mb": worker_after,
+                "sink_rss_mb": rss_mb(config, "sink"),
+            }
+            if producer_sample:
+                size = round(statistics.mean(len(x) for x in lines[:1000]))
+                result["producer_single_eps"] = producer_sample / produce(
+                    config, event_lines(producer_sample, seed + 1, date(2014, 1, 1), 300,
+                                        f"single{seed}"), 0)
+                result["kafka_python_eps"] = kafka_python_producer(config, producer_sample, size)
+                result["record_size"] = size
+            if fresh_seconds:
+                result["freshness"] = freshness(config, 2000, fresh_seconds)
+            return result
+        finally:
+            stack.down(config, echo=lambda _msg: None)
+
+
+SMOKE_REFERENCE = Path(__file__).parent / "smoke-reference.json"
+
+FIGURES = (  # (label, key, format)
+    ("end to end, events/s", "pipeline_eps", "{:,.0f}"),
+    ("bare aiokafka loop, events/s", "baseline_eps", "{:,.0f}"),
+    ("ratio end to end / bare loop", "ratio", "{:.4f}"),
+    ("product producer, bulk, events/s", "producer_eps", "{:,.0f}"),
+    ("product producer, single events, events/s", "producer_single_eps", "{:,.0f}"),
+    ("kafka-python producer_performance, records/s", "kafka_python_eps", "{:,.0f}"),
+    ("freshness p50 at 2k/s, s", "freshness.p50_s", "{:.2f}"),
+    ("freshness p99 at 2k/s, s", "freshness.p99_s", "{:.2f}"),
+    ("Kafka alone (baseline) p99, s", "freshness.kafka_p99_s", "{:.3f}"),
+    ("rollup keys after the run", "rollup_keys", "{:,.0f}"),
+    ("worker RSS idle, MB", "worker_rss_idle_mb", "{:,.0f}"),
+    ("worker RSS after the run, MB", "worker_rss_mb", "{:,.0f}"),
+)
+
+
+def markdown(runs: list[dict[str, Any]]) -> str:
+    """One row per figure: the median and the spread over the runs."""
+    lines = ["| figure | median | spread (min–max) |", "|---|---:|---:|"]
+    for label, key, fmt in FIGURES:
+        values = list(iter_runs(runs, key))
+        if values:
+            lines.append(f"| {label} | {fmt.format(statistics.median(values))} | "
+                         f"{fmt.format(min(values))}–{fmt.format(max(values))} |")
+    return "\n".join(lines)
+
+
+def smoke(events: int, update: bool) -> int:
+    """A short run for CI: fails when the end-to-end / bare-loop ratio falls below half of the
+    committed reference (a regression of more than 2x), whatever the machine's speed."""
+    run = one_run(events, 4, 4242, 0, 0, 500)
+    print(json.dumps(run))
+    if update:
+        SMOKE_REFERENCE.write_text(json.dumps({"events": events, "ratio": run["ratio"],
+                                               "when": datetime.now(UTC).isoformat(),
+                                               "machine": machine()}, indent=2) + "\n")
+        return 0
+    reference = json.loads(SMOKE_REFERENCE.read_text())
+    floor = reference["ratio"] / 2
+    verdict = "OK" if run["ratio"] >= floor else "REGRESSION"
+    print(f"bench-smoke {verdict}: ratio {run['ratio']:.5f} (end to end {run['pipeline_eps']:,.0f}"
+          f"/s, bare loop {run['baseline_eps']:,.0f}/s); reference {reference['ratio']:.5f}, "
+          f"floor {floor:.5f}; counts exact, reconcile clean")
+    return 0 if verdict == "OK" else 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--bulk", type=int, default=500)
+    parser.add_argument("--freshness-seconds", type=float, default=30)
+    parser.add_argument("--producer-sample", type=int, default=200_000)
+    parser.add_argument("--smoke", action="store_true", help="the CI check (see smoke())")
+    parser.add_argument("--update-reference", action="store_true",
+                        help="with --smoke: record this run as the reference")
+    args = parser.parse_args()
+    if args.smoke:
+        sys.exit(smoke(args.events, args.update_reference))
+    runs = [one_run(args.events, args.partitions, 1000 + i, args.freshness_seconds,
+                    args.producer_sample, args.bulk) for i in range(args.runs)]
+    out = {"when": datetime.now(UTC).isoformat(), "machine": machine(), "runs": runs}
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"pipeline-{datetime.now(UTC):%Y-%m-%dT%H%M%S%z}.json"
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"{len(runs)} runs of {args.events:,} events; results in {path}\n")
+    print(markdown(runs))
+
+
+def machine() -> dict[str, Any]:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return {"cpus": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform(), "processor": platform.machine(),
+            "load_average_1m": load}
+
+
+def iter_runs(runs: list[dict[str, Any]], key: str) -> Iterator[float]:
+    for run in runs:
+        value: Any = run
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if isinstance(value, int | float):
+            yield float(value)
+
+
+if __name__ == "__main__":
+    main()
