@@ -8,7 +8,7 @@ DEMO_FROM ?= 2022-12-01
 DEMO_TO ?= 2023-11-30
 
 .DEFAULT_GOAL := help
-.PHONY: help install kafka-jars demo up down status test test-unit test-integration lint typecheck verify-compose check-rules clean web web-deps
+.PHONY: help install kafka-jars demo up down status test test-unit test-integration test-faults lint typecheck verify-compose check-rules clean web web-deps
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -24,6 +24,8 @@ install: $(BIN)/activate ## Create .venv and install the package with its pinned
 kafka-jars: install ## Fetch Apache Kafka's broker jars from Maven Central into the cache
 	$(HOTSPOTS) kafka fetch
 
+# Queries state why they are made (audit log); yours wins if HOTSPOTS_JUSTIFICATION is set.
+demo: export HOTSPOTS_JUSTIFICATION ?= make demo: the synthetic year, no real data
 demo: install kafka-jars ## Start the stack, produce the synthetic year, print the summary and top cells
 	$(HOTSPOTS) up
 	$(HOTSPOTS) produce synthetic --seed 2023
@@ -50,6 +52,10 @@ test-unit: install ## Unit tests only (no broker)
 test-integration: install kafka-jars web-deps ## Integration tests against the real local broker, worker and sink
 	$(BIN)/pytest tests/integration -q -m integration
 
+FAULT_EVENTS ?= 1000000
+test-faults: install kafka-jars ## The fault-injection suite in full: 1M events, 20 kill -9s (docs/exactness.md)
+	HOTSPOTS_FAULT_EVENTS=$(FAULT_EVENTS) $(BIN)/pytest tests/faults -q -s
+
 web/node_modules/.package-lock.json: web/package-lock.json
 	cd web && npm ci --no-audit --no-fund
 	touch $@
@@ -65,6 +71,13 @@ lint: install ## ruff and mypy
 
 verify-compose: install ## Check docker-compose.yml parses and follows the project's rules
 	$(BIN)/python -m hotspots.compose_check docker-compose.yml
+
+bench: install kafka-jars ## Benchmarks beside their baselines (1M events x3 end to end, 10M-row queries); see docs/bench.md
+	$(BIN)/python -m bench.pipeline --events $${BENCH_EVENTS:-1000000} --runs 3
+	$(BIN)/python -m bench.queries
+
+bench-smoke: install kafka-jars ## Short end-to-end run; fails if its ratio to the bare consumer drops below half the reference
+	$(BIN)/python -m bench.pipeline --smoke --events 20000
 
 check-rules: ## Check Prometheus's config and rules, and run the rules' unit tests (promtool)
 	promtool check config dashboards/prometheus/prometheus.yml

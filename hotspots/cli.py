@@ -12,7 +12,7 @@ from typing import Any
 import click
 import httpx
 
-from hotspots import stack
+from hotspots import cli_admin, clientaccess, stack
 from hotspots.output import FORMATS, render
 from hotspots.settings import STAGE_SETTINGS, BrokerSettings, ProducerSettings, SinkSettings
 
@@ -52,9 +52,19 @@ def _fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
+@click.group(cls=clientaccess.AuditedGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--justification", envvar="HOTSPOTS_JUSTIFICATION", metavar="TEXT",
+              help="Why you are querying (a case or tasking reference), recorded in the audit log "
+                   "with each query; accepted anywhere on the line [env HOTSPOTS_JUSTIFICATION].")
+@click.option("--recipient", metavar="WHO", default=None,
+              help="Who will receive what you export or disclose, when not you (audit log).")
+@click.pass_context
+def main(ctx: click.Context, justification: str | None, recipient: str | None) -> None:
     """hotspots: serious-violence hotspots from a live stream of enforcement events."""
+    clientaccess.remember(ctx, justification, recipient)
+
+
+cli_admin.register(main, DATA_DIR, FORMAT)  # hotspots token create|list|revoke, audit list
 
 
 @main.command()
@@ -104,22 +114,29 @@ def status(data_dir: Path | None, fmt: str) -> None:
 @click.option("--timeout", type=float, default=120.0, show_default=True)
 def wait(data_dir: Path | None, timeout: float) -> None:
     """Return 0 once everything produced so far is aggregated and queryable."""
+    from hotspots.kafka_security import connect_failure
     from hotspots.settings import WorkerSettings
     from hotspots.topics import wait_caught_up
 
     config = _config(data_dir)
-    settings = SinkSettings(data_dir=Path(config.data_dir), topic_prefix=config.topic_prefix)
+    settings = SinkSettings(data_dir=Path(config.data_dir), topic_prefix=config.topic_prefix,
+                            bootstrap=config.bootstrap)
     deadline = time.monotonic() + timeout
     try:
         # First the worker must have consumed every event; then the sink must have stored
         # every output the worker had written by that moment.
-        wait_caught_up(config.bootstrap, WorkerSettings().app_id, [settings.events_topic], deadline)
+        wait_caught_up(config.bootstrap, WorkerSettings().app_id, [settings.events_topic], deadline,
+                       settings)
+        # Then its spike agents (streams/alerts.py): cells from accepted, districts after them.
+        for topic in (settings.accepted_topic, settings.district_events_topic):
+            wait_caught_up(config.bootstrap, WorkerSettings().app_id, [topic], deadline, settings)
         wait_caught_up(config.bootstrap, settings.sink_group,
-                       [settings.rollups_topic, settings.accepted_topic, settings.dlq_topic], deadline)
+                       [settings.rollups_topic, settings.accepted_topic, settings.dlq_topic,
+                        settings.alerts_topic], deadline, settings)
     except TimeoutError as exc:
         _fail(str(exc), code=2)
     except Exception as exc:
-        _fail(f"cannot reach the stack at {config.bootstrap}: {exc}")
+        _fail(f"cannot reach the stack: {connect_failure(settings, exc)}")
     click.echo("caught up")
 
 
@@ -140,15 +157,22 @@ def produce_synthetic(data_dir: Path | None, seed: int) -> None:
     click.echo(f"produced {sent} events (seed {seed})")
 
 
+def BULK(default: int) -> Any:
+    return click.option(
+        "--bulk", type=click.IntRange(0, 10000), default=default, show_default=True,
+        help="Events packed into one Kafka record per partition (0: one record per event, as "
+             "a live feed sends). Bulk records are for backfills: they are sent when full.")
+
+
 def _publish(config: stack.StackConfig, items: Any, source: str, rate: float | None,
-             total: int | None = None) -> tuple[int, int]:
+             total: int | None = None, bulk: int = 0) -> tuple[int, int]:
     """Send events and dead letters; return (events acknowledged, records dead-lettered)."""
     from producers.publisher import EventPublisher, Pacer, PublishError, Rejected
 
     settings = ProducerSettings(bootstrap=config.bootstrap, topic_prefix=config.topic_prefix)
     pacer = Pacer(rate, total)
     try:
-        with EventPublisher(settings, source=source) as publisher:
+        with EventPublisher(settings, source=source, bulk=bulk) as publisher:
             for item in items:
                 if isinstance(item, Rejected):
                     publisher.send_rejected(item)
@@ -168,7 +192,8 @@ def _publish(config: stack.StackConfig, items: Any, source: str, rate: float | N
 @DATA_DIR
 @click.argument("source", type=click.File("rb"))
 @click.option("--rate", type=float, default=None, help="Events per second (default: as fast as possible).")
-def produce_jsonl(data_dir: Path | None, source: Any, rate: float | None) -> None:
+@BULK(default=0)
+def produce_jsonl(data_dir: Path | None, source: Any, rate: float | None, bulk: int) -> None:
     """Events as JSON lines in the contract's shape, from FILE or - (stdin)."""
     from hotspots.contract import InvalidEvent
     from producers.publisher import Rejected
@@ -189,7 +214,7 @@ def produce_jsonl(data_dir: Path | None, source: Any, rate: float | None) -> Non
                 reasons[exc.reason] = reasons.get(exc.reason, 0) + 1
                 yield Rejected(line, exc.reason, exc.detail, f"jsonl:{name}:{number}")
 
-    sent, dead = _publish(config, items(), f"jsonl:{name}", rate)
+    sent, dead = _publish(config, items(), f"jsonl:{name}", rate, bulk=bulk)
     click.echo(render({"produced": sent, "dead_lettered": dead, **{f"rejected.{k}": v
                        for k, v in sorted(reasons.items())}}, "json"))
     if dead:
@@ -206,7 +231,9 @@ def replay() -> None:
 @click.argument("files", nargs=-1, required=True,
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--rate", type=float, default=None, help="Events per second (default: as fast as possible).")
-def replay_police_uk(data_dir: Path | None, files: tuple[Path, ...], rate: float | None) -> None:
+@BULK(default=500)
+def replay_police_uk(data_dir: Path | None, files: tuple[Path, ...], rate: float | None,
+                     bulk: int) -> None:
     """data.police.uk street and stop-and-search CSVs (plain or .csv.gz)."""
     from producers.policeuk import ReplayError, ReplayReport, read_file
 
@@ -219,7 +246,7 @@ def replay_police_uk(data_dir: Path | None, files: tuple[Path, ...], rate: float
             yield from read_file(path, report, admission)
 
     try:
-        sent, dead = _publish(config, items(), "police-uk", rate)
+        sent, dead = _publish(config, items(), "police-uk", rate, bulk=bulk)
     except ReplayError as exc:
         _fail(str(exc))
     click.echo(render({**report.as_dict(), "acknowledged": sent, "dead_lettered": dead}, "json"))
@@ -227,22 +254,31 @@ def replay_police_uk(data_dir: Path | None, files: tuple[Path, ...], rate: float
 
 def _api_or_local(config: stack.StackConfig, path: str, params: dict[str, Any],
                   local: Any, timeout: float = 60, method: str = "GET") -> Any:
-    """Ask the running API; with no stack running, open the embedded store directly."""
+    """Ask the running API; with no stack running, open the embedded store directly. Either
+    way the query needs a justification and is recorded in the audit log (clientaccess)."""
+    why, recipient, command = clientaccess.context()
+    if not why:
+        _fail(clientaccess.MISSING, code=2)
+    assert why is not None
+    root = Path(config.data_dir)
     try:
-        response = httpx.request(method, f"{config.api_url}{path}", params=params, timeout=timeout)
+        response = httpx.request(method, f"{config.api_url}{path}", params=params, timeout=timeout,
+                                 headers=clientaccess.headers(root, why, recipient))
     except httpx.TransportError:
         if stack.status(config)["sink"]["running"]:
             _fail(f"the sink is running but its API at {config.api_url} does not answer")
         from sinks.store import Store
 
-        store = Store(SinkSettings(data_dir=Path(config.data_dir)))
+        store = Store(SinkSettings(data_dir=root))
         try:
-            return local(store)
+            return clientaccess.run_audited(store, root, command or path, params, why, recipient,
+                                            lambda: local(store))
         finally:
             store.close()
     if response.status_code != 200:
-        _fail(response.json().get("detail", response.text) if response.headers.get(
-            "content-type", "").startswith("application/json") else response.text)
+        detail = response.json().get("detail", response.text) if response.headers.get(
+            "content-type", "").startswith("application/json") else response.text
+        _fail(clientaccess.refused(response.status_code, str(detail), root))
     return response.json()
 
 
@@ -568,22 +604,50 @@ def _gis_local(run: Any) -> Any:
     return local
 
 
+def TIER(what: str) -> Any:
+    from sinks.privacy import TIER_NAMES  # small: no store, no geopandas
+
+    return click.option("--tier", type=click.Choice(TIER_NAMES), default="analyst", show_default=True,
+                        help=f"Privacy tier of the {what}: analyst (exact, read scope), partner "
+                             "(res 8 at most) or public (res 7 at most), both under the ONS 10-5 "
+                             "rule with complementary suppression.")
+
+
+RES_BY_TIER = click.option("--res", type=click.IntRange(6, 8), default=None,
+                           help="H3 resolution [default: 8, or 7 for --tier public].")
+
+
+def _tier_res(tier: str, res: int | None) -> int:
+    """The resolution asked for, or the tier's finest; exit 2 if the tier does not allow it."""
+    from sinks.privacy import TIERS, check_tier
+
+    chosen = res or TIERS[tier].max_res
+    try:
+        check_tier(tier, chosen)
+    except ValueError as exc:
+        _fail(str(exc), code=2)
+    return chosen
+
+
 @query.command("districts")
 @DATA_DIR
 @PERIOD_START
 @click.option("--kind", required=True)
-@click.option("--res", type=click.IntRange(6, 8), default=8, show_default=True)
+@RES_BY_TIER
 @click.option("--boundaries", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="District outlines, GeoJSON or GeoPackage [default: HOTSPOTS_BOUNDARIES of the API].")
 @click.option("--name-property", default="name", show_default=True,
               help="The property naming each district in --boundaries.")
+@TIER("counts")
 @FORMAT
-def query_districts(data_dir: Path | None, period: str, start: Any, kind: str, res: int,
-                    boundaries: Path | None, name_property: str, fmt: str) -> None:
-    """Counts per district (each H3 cell placed by its centre), zeros too, then "outside"."""
-    from sinks import gis, queries
+def query_districts(data_dir: Path | None, period: str, start: Any, kind: str, res: int | None,
+                    boundaries: Path | None, name_property: str, tier: str, fmt: str) -> None:
+    """Counts per district (each H3 cell placed by its centre), zeros too, then "outside".
+    With --tier partner|public the counts are released under disclosure control, with a total."""
+    from sinks import gis, privacy, queries
 
     s = start.date()
+    res = _tier_res(tier, res)
     try:
         gis.check_period(period, s, kind)
         bounds = gis.load_districts(boundaries, name_property) if boundaries else None
@@ -591,15 +655,23 @@ def query_districts(data_dir: Path | None, period: str, start: Any, kind: str, r
         _fail(str(exc), code=2)
     config = _config(data_dir)
     if bounds is None:  # the API's own setting, or this shell's when the stack is down
-        params = {"period": period, "start": _iso(s), "kind": kind, "res": res}
+        params = {"period": period, "start": _iso(s), "kind": kind, "res": res, "tier": tier}
         data = _api_or_local(config, "/v1/districts", params, _gis_local(
-            lambda store: gis.district_rollup(store, SinkSettings().boundaries, period, s, kind, res)))
-    else:  # cells from the API or store, placed in these districts here
+            lambda store: privacy.release_districts(gis.district_rollup(
+                store, SinkSettings().boundaries, period, s, kind, res), tier, res)))
+    else:  # exact cells from the API or store (read scope), placed and released here
         params = {"from": _iso(s), "to": _iso(s), "res": res, "period": period, "kind": kind}
         rows = _api_or_local(config, "/v1/cells", params, _gis_local(
             lambda store: queries.cells(store, s, s, res, period, kind)))
-        data = gis.rollup_cells(rows, bounds)
-    click.echo(render(data, fmt))
+        data = privacy.release_districts(gis.rollup_cells(rows, bounds), tier, res)
+    release = data if isinstance(data, dict) else privacy.release_districts(data, tier, res)
+    if tier == "analyst":
+        click.echo(render(release["rows"], fmt))
+    elif fmt == "json":
+        click.echo(render(release, fmt))
+    else:  # every row states the tier; the last one is the published total
+        click.echo(render([*({**r, "tier": tier} for r in release["rows"]),
+                           {"district": "total", "count": release["total"], "tier": tier}], fmt))
 
 
 @main.group()
@@ -611,24 +683,30 @@ def export() -> None:
 @DATA_DIR
 @click.option("--from", "start", type=DATE, required=True)
 @click.option("--to", "end", type=DATE, required=True)
-@click.option("--res", type=click.IntRange(6, 8), default=8, show_default=True)
+@RES_BY_TIER
 @click.option("--period", type=click.Choice(["week", "month"]), default="week", show_default=True)
 @click.option("--kind", default=None)
+@TIER("export")
 @click.option("--format", "fmt", type=click.Choice(["geojson", "gpkg"]), required=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
-def export_cells(data_dir: Path | None, start: Any, end: Any, res: int, period: str,
-                 kind: str | None, fmt: str, out: Path) -> None:
-    """`query cells` as hexagons: GeoJSON, or a GeoPackage with layer "hotspots"."""
-    from sinks import gis, queries
+def export_cells(data_dir: Path | None, start: Any, end: Any, res: int | None, period: str,
+                 kind: str | None, tier: str, fmt: str, out: Path) -> None:
+    """`query cells` as hexagons: GeoJSON, or a GeoPackage with layer "hotspots". The file
+    states its tier and disclosure control; partner and public files carry totals per period
+    and kind (a "totals" table in a GeoPackage). Name who receives it with --recipient."""
+    from sinks import gis, privacy, queries
 
     s, e = start.date(), end.date()
-    params: dict[str, Any] = {"from": _iso(s), "to": _iso(e), "res": res, "period": period}
+    res = _tier_res(tier, res)
+    params: dict[str, Any] = {"from": _iso(s), "to": _iso(e), "res": res, "period": period,
+                              "tier": tier}
     if kind:
         params["kind"] = kind
-    rows = _api_or_local(_config(data_dir), "/v1/cells", params, _gis_local(
-        lambda store: queries.cells(store, s, e, res, period, kind)))
-    path = gis.export(gis.cells_frame(rows), out, fmt)
-    click.echo(f"wrote {len(rows)} cells to {path} ({fmt})")
+    data = _api_or_local(_config(data_dir), "/v1/cells", params, _gis_local(
+        lambda store: privacy.release_cells(queries.cells(store, s, e, res, period, kind), tier, res)))
+    release = data if isinstance(data, dict) else privacy.release_cells(data, tier, res)
+    path = gis.export(gis.cells_frame(release["rows"]), out, fmt, gis.release_meta(release))
+    click.echo(f"wrote {len(release['rows'])} cells to {path} ({fmt}, {tier} tier)")
 
 
 @main.group()
@@ -743,6 +821,36 @@ def priorities_cmd(data_dir: Path | None, as_of: Any, limit: int, fmt: str, out:
     _emit(text, out)
     if out is not None:
         click.echo(f"{len(rows)} cells written to {out}")
+
+
+@main.group("alerts")
+def alerts_group() -> None:
+    """Spike alerts: a place's activity above its own normal (streams/alerts.py)."""
+
+
+@alerts_group.command("list")
+@DATA_DIR
+@click.option("--since", default=None,
+              help="Alerts first seen since a date (London midnight) or an ISO 8601 time with offset.")
+@click.option("--kind", default=None)
+@click.option("--area-type", type=click.Choice(["cell", "district"]), default=None)
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
+@FORMAT
+def alerts_list(data_dir: Path | None, since: str | None, kind: str | None, area_type: str | None,
+                limit: int, fmt: str) -> None:
+    """Spike alerts, newest first: area, kind, period, observed v expected, p, method."""
+    from sinks.alerts import list_alerts, parse_since
+    from sinks.queries import QueryError
+
+    try:
+        since_at = parse_since(since) if since else None
+    except QueryError as exc:
+        _fail(str(exc), code=2)
+    params: dict[str, Any] = {"limit": limit}
+    params.update({k: v for k, v in (("since", since), ("kind", kind), ("area_type", area_type)) if v})
+    data = _api_or_local(_config(data_dir), "/v1/alerts", params, _checked(
+        lambda store: list_alerts(store, since_at, kind, area_type, limit)))
+    click.echo(render(data, fmt))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,10 @@ from pydantic_core import PydanticCustomError
 
 CONTRACT_VERSION: Literal[1] = 1
 CONTENT_TYPE = "application/json"
+# A bulk record: many events, one per line (newline-delimited JSON), for replays and backfills.
+# Every line is an event of this contract, validated on its own; live producers send single
+# events. The header, not the value, tells the two apart.
+BULK_CONTENT_TYPE = "application/x-ndjson"
 MAX_RECORD_BYTES = 16 * 1024
 
 EventId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")]
@@ -213,6 +217,20 @@ PERSONAL_DATA_FIELDS = frozenset({
     "driving_licence", "vehicle_registration", "vrm", "ethnicity", "gender", "nationality",
 })
 
+
+def _folded(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+_PERSONAL_FOLDED = frozenset(_folded(f) for f in PERSONAL_DATA_FIELDS)
+
+
+def is_personal_field(name: str) -> bool:
+    """Whether a field name is one of PERSONAL_DATA_FIELDS in any spelling: any case, and
+    camelCase, kebab-case or spaced ("dateOfBirth", "Date-Of-Birth", "post code")."""
+    return _folded(name) in _PERSONAL_FOLDED
+
+
 _event_adapter: TypeAdapter[Event] = TypeAdapter(Event)
 
 
@@ -232,7 +250,7 @@ def _reason_for(err: ValidationError) -> InvalidEvent:
     first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = ".".join(str(p) for p in first["loc"])
     kind = first["type"]
-    if kind == "extra_forbidden" and str(first["loc"][-1]).lower() in PERSONAL_DATA_FIELDS:
+    if kind == "extra_forbidden" and is_personal_field(str(first["loc"][-1])):
         return InvalidEvent("personal_data", f"{loc}: personal data is not accepted")
     if kind == "union_tag_invalid":
         reason = "unknown_kind"
@@ -269,7 +287,7 @@ def parse_event(payload: bytes | str | dict[str, Any]) -> Event:
     if not isinstance(payload, dict):
         raise InvalidEvent("not_object", f"top level is {type(payload).__name__}")
     # Before anything else, whatever the kind: a feed sending personal data must be noticed.
-    personal = sorted(k for k in payload if isinstance(k, str) and k.lower() in PERSONAL_DATA_FIELDS)
+    personal = sorted(k for k in payload if isinstance(k, str) and is_personal_field(k))
     if personal:
         raise InvalidEvent("personal_data", f"{', '.join(personal)}: personal data is not accepted")
     if payload.get("v", CONTRACT_VERSION) != CONTRACT_VERSION:

@@ -36,7 +36,18 @@ SINK_FLUSH = Histogram("hotspots_sink_flush_seconds",
                        "Duration of a sink flush to the store, retries included.",
                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 SINK_ROWS = Counter("hotspots_sink_rows", "Rows the sink wrote to the store, by table.", ["table"])
-ALERTS = Counter("hotspots_alerts", "Alerts the product raised, by kind.", ["kind"])
+ALERTS = Counter("hotspots_alerts", "Spike alerts the worker raised (streams.alerts).",
+                 ["kind", "method", "area_type"])
+SPIKES_SILENT = Counter("hotspots_spikes_silent",
+                        "Spikes found in events too old to page for (backfill, replays): not raised.",
+                        ["area_type"])
+OPEN_ALERTS = Gauge("hotspots_spike_open_alerts",
+                    "Areas and kinds whose spike alert is open in the current London week.",
+                    ["area_type"])
+WEBHOOK = Counter("hotspots_webhook_deliveries",
+                  "Spike alerts posted to HOTSPOTS_WEBHOOK_URL, by outcome "
+                  "(delivered, failed after retries, stale, duplicate).", ["outcome"])
+WEBHOOK_RETRIES = Counter("hotspots_webhook_retries", "Webhook attempts that are retried.")
 UP = Gauge("hotspots_up", "1 while the stage's process runs.", ["stage"])
 
 UNKNOWN_KIND = "unknown"  # the kind label of a record refused before its kind could be trusted

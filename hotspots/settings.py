@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hotspots.contract import Admission
@@ -20,6 +21,13 @@ def _default_data_dir() -> Path:
 
 def _default_cache_dir() -> Path:
     return Path.home() / ".cache" / "hotspots"
+
+
+SecurityProtocol = Literal["PLAINTEXT", "SASL_PLAINTEXT", "SSL", "SASL_SSL"]
+SaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
+SASL_PROTOCOLS = frozenset({"SASL_PLAINTEXT", "SASL_SSL"})
+TLS_PROTOCOLS = frozenset({"SSL", "SASL_SSL"})
+_KAFKA_FILES = ("ssl_cafile", "ssl_certfile", "ssl_keyfile")
 
 
 class _Common(BaseSettings):
@@ -36,7 +44,24 @@ class _Common(BaseSettings):
                                     description="Hours past now an event's time may be before refusal.")
     boundaries: Path | None = Field(
         None, description="District outlines (GeoJSON/GeoPackage, a `name` property per polygon) "
-                          "for district rollups when none is given explicitly. Unset: none.")
+                          "for district rollups (when none is given explicitly) and district spike "
+                          "alerts. Unset: none.")
+    # Kafka client security, for every client of every stage (hotspots/kafka_security.py).
+    security_protocol: SecurityProtocol = Field(
+        "PLAINTEXT", description="Kafka security protocol: PLAINTEXT, SASL_PLAINTEXT, SSL or SASL_SSL.")
+    sasl_mechanism: SaslMechanism = Field(
+        "SCRAM-SHA-512",
+        description="SASL mechanism (SASL_* protocols): SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN.")
+    sasl_username: str | None = Field(None, description="SASL user name (SASL_* protocols).")
+    sasl_password: SecretStr | None = Field(
+        None, description="SASL password (SASL_* protocols); never shown.")
+    ssl_cafile: Path | None = Field(
+        None, description="PEM CA certificates that verify the brokers (SSL protocols). Unset: system CAs.")
+    ssl_certfile: Path | None = Field(
+        None, description="PEM client certificate chain, for brokers that require client certificates.")
+    ssl_keyfile: Path | None = Field(None, description="PEM private key of ssl_certfile.")
+    ssl_check_hostname: bool = Field(
+        True, description="Check that a broker's certificate names the host it was reached at.")
 
     @field_validator("accepted_area")
     @classmethod
@@ -45,6 +70,35 @@ class _Common(BaseSettings):
         if len(parts) != 4 or parts[0] >= parts[2] or parts[1] >= parts[3]:
             raise ValueError("accepted_area must be min_lon,min_lat,max_lon,max_lat")
         return value
+
+    @field_validator("sasl_username", "sasl_password", *_KAFKA_FILES, mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # Compose files pass unset variables as "" (${VAR:-}).
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _kafka_security(self) -> _Common:
+        protocol = self.security_protocol
+        if protocol in SASL_PROTOCOLS:
+            password = self.sasl_password.get_secret_value() if self.sasl_password else ""
+            if not self.sasl_username or not password:
+                raise ValueError(f"security_protocol {protocol} needs sasl_username and sasl_password "
+                                 "(HOTSPOTS_SASL_USERNAME, HOTSPOTS_SASL_PASSWORD)")
+        elif self.sasl_username or self.sasl_password is not None:
+            # Refused rather than ignored: the user expects to authenticate and would not.
+            raise ValueError(f"sasl_username/sasl_password are set but security_protocol is {protocol}: "
+                             "use SASL_PLAINTEXT or SASL_SSL")
+        files = {name: getattr(self, name) for name in _KAFKA_FILES if getattr(self, name) is not None}
+        if files and protocol not in TLS_PROTOCOLS:
+            raise ValueError(f"{', '.join(files)} set but security_protocol is {protocol}: "
+                             "use SSL or SASL_SSL")
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise ValueError("ssl_keyfile is set without ssl_certfile")
+        for name, path in files.items():
+            if not path.is_file():
+                raise ValueError(f"{name} (HOTSPOTS_{name.upper()}): no such file {path}")
+        return self
 
     def admission(self) -> Admission:
         lon0, lat0, lon1, lat1 = (float(p) for p in self.accepted_area.split(","))
@@ -74,6 +128,16 @@ class _Common(BaseSettings):
         return f"{self.topic_prefix}.transitions.v1"
 
     @property
+    def alerts_topic(self) -> str:
+        """Spike alerts (streams.alerts), keyed by alert id."""
+        return f"{self.topic_prefix}.alerts.v1"
+
+    @property
+    def district_events_topic(self) -> str:
+        """Internal: accepted events re-keyed by district for the district spike detector."""
+        return f"{self.topic_prefix}.district-events.v1"
+
+    @property
     def run_dir(self) -> Path:
         return self.data_dir / "run"
 
@@ -91,6 +155,11 @@ class BrokerSettings(_Common):
     kafka_heap: str = Field("512m", description="Broker JVM heap (-Xmx and -Xms).")
     cache_dir: Path = Field(default_factory=_default_cache_dir,
                             description="Cache of the broker jars, outside the work tree.")
+    # The local broker's client listener follows security_protocol (hotspots/broker/security.py).
+    broker_ssl_certfile: Path | None = Field(
+        None, description="Local broker's PEM certificate chain (SSL and SASL_SSL protocols).")
+    broker_ssl_keyfile: Path | None = Field(
+        None, description="Local broker's PEM private key, unencrypted PKCS#8 (SSL and SASL_SSL).")
 
 
 class ProducerSettings(_Common):
@@ -102,11 +171,17 @@ class WorkerSettings(_Common):
     app_id: str = Field("hotspots-worker", description="Faust app id, also its consumer group.")
     commit_interval: float = Field(1.0, gt=0, description="Seconds between offset commits.")
     linger_ms: int = Field(20, ge=0, description="Worker producer linger: batching of changelog writes.")
-    fold_batch: int = Field(2000, ge=1, description="Events folded together before their keys are written.")
+    fold_batch: int = Field(500, ge=1, description="Records (single or bulk) the worker takes at once.")
+    fold_events: int = Field(20000, ge=1,
+                             description="Events folded together before their keys are written.")
     fold_within: float = Field(0.1, gt=0, description="Seconds the worker waits to fill a fold batch.")
     metrics_port: int = Field(0, ge=0, le=65535,
                               description="Port of the worker's Prometheus exporter (0: off).")
     metrics_host: str = Field("127.0.0.1", description="Bind address of the worker's Prometheus exporter.")
+    spike_live_days: float = Field(
+        7.0, gt=0, description="Spike alerts are raised only for events at most this many days "
+                               "old when processed; older ones (backfills, replays) only update "
+                               "the baselines.")
 
 
 class SinkSettings(_Common):
@@ -120,11 +195,42 @@ class SinkSettings(_Common):
     api_port: int = Field(8765, description="HTTP API port.")
     ehsa_interval: float = Field(
         3600.0, ge=0, description="Seconds between emerging-hot-spot updates (0: off).")
+    webhook_url: str | None = Field(
+        None, description="POST each spike alert here as signed JSON (sinks.webhook). Unset: off.")
+    webhook_secret: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key signing each webhook body; required with webhook_url.")
+
+    # Access control and the audit log (sinks.auth, sinks.audit; README "Access, privacy and audit").
+    api_tokens_file: Path | None = Field(
+        None, description="API tokens file (SHA-256 hashes, names, scopes; mode 0600). "
+                          "Unset: <data_dir>/run/api-tokens.json.")
+    session_hours: float = Field(
+        8.0, gt=0, le=24 * 7, description="Hours a map sign-in (session cookie) lasts: one shift.")
+    audit_retention_days: int = Field(
+        2190, ge=1, description="Days the audit log keeps an entry (ClickHouse TTL). 2190 = 6 "
+                                "years: DPA 2018 s.62 sets no period; this covers the 6-year "
+                                "limitation period for civil claims and internal or criminal "
+                                "proceedings that start late.")
 
     @property
     def chdb_path(self) -> Path:
         return self.data_dir / "chdb"
 
+    @property
+    def tokens_path(self) -> Path:
+        return self.api_tokens_file or self.run_dir / "api-tokens.json"
+
+
+class ClientSettings(_Common):
+    """What the CLI sends with each query to the API (and records when it opens the store)."""
+
+    api_token: SecretStr | None = Field(
+        None, description="Bearer token for the API. Unset: <data_dir>/run/operator-token, the "
+                          "admin token the sink writes for its operator on first start.")
+    justification: str | None = Field(
+        None, description="Why you are querying (e.g. a case or tasking reference): recorded "
+                          "in the audit log with each query. Required; or pass --justification.")
+
 
 STAGE_SETTINGS: tuple[type[_Common], ...] = (
-    BrokerSettings, ProducerSettings, WorkerSettings, SinkSettings)
+    BrokerSettings, ProducerSettings, WorkerSettings, SinkSettings, ClientSettings)

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from hotspots import broker
+from hotspots.kafka_security import kafka_kwargs
 from hotspots.settings import BrokerSettings, WorkerSettings
 from hotspots.topics import ensure_topics
 
@@ -124,10 +125,10 @@ def worker_ready(config: StackConfig) -> bool:
     """The worker's group is stable and some member owns the events topic."""
     from kafka import KafkaAdminClient
 
-    group_id = WorkerSettings(**_settings_kwargs(config)).app_id
-    events = WorkerSettings(**_settings_kwargs(config)).events_topic
+    settings = WorkerSettings(**_settings_kwargs(config))
+    group_id, events = settings.app_id, settings.events_topic
     try:
-        admin = KafkaAdminClient(bootstrap_servers=config.bootstrap, request_timeout_ms=3000)
+        admin = KafkaAdminClient(**kafka_kwargs(settings), request_timeout_ms=3000)
     except Exception:
         return False
     try:
@@ -185,7 +186,7 @@ def up(config: StackConfig, timeout: float = 120.0,
     t0 = time.monotonic()
     broker.fetch_jars(bsettings)
     timings["fetch_jars"] = time.monotonic() - t0
-    checks = {"broker": lambda c: broker.is_ready(c.bootstrap), "worker": worker_ready,
+    checks = {"broker": lambda c: broker.is_ready(c.bootstrap, bsettings), "worker": worker_ready,
               "sink": sink_ready}
     for name in SERVICES:
         if _pid(config, name) is not None:

@@ -47,13 +47,35 @@ def serve() -> int:
         scheduler = EhsaScheduler(store, settings.ehsa_interval, lambda: kafka_publisher(settings))
         scheduler.start()
 
-    api = build_api(store, health)  # serves /metrics too: Prometheus scrapes the API's port
+    webhook = None
+    if settings.webhook_url:  # spike alerts posted as signed JSON, in its own consumer group
+        from sinks.webhook import WebhookLoop
+
+        webhook = WebhookLoop(settings).start()
+
+    # Access and audit (sinks.auth, sinks.audit): on a store's first start, an admin token
+    # for whoever started it, in <data_dir>/run/operator-token, which the CLI reads.
+    import getpass
+
+    from hotspots.tokens import ensure_operator_token
+    from sinks.audit import AuditLog
+    from sinks.auth import Access
+
+    access = Access.from_settings(settings)
+    operator = ensure_operator_token(access.tokens, settings.run_dir, getpass.getuser())
+    if operator is not None:
+        log.info("first start: an admin API token for the operator is in %s", operator)
+    audit = AuditLog(store, settings.audit_retention_days)
+    api = build_api(store, health, access=access, audit=audit)  # serves /metrics too
     mark_up("sink")
     uvicorn.run(api, host=settings.api_host, port=settings.api_port, log_level="warning")
     if scheduler is not None:
         scheduler.stop.set()
+    if webhook is not None:
+        webhook.close()
     loop.stop.set()  # uvicorn returned on SIGTERM/SIGINT: flush the last batch and commit
     thread.join(timeout=30)
+    audit.close()  # no request is in flight any more: write the queued audit entries
     store.close()
     return 0
 

@@ -13,7 +13,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hotspots import __version__
 from hotspots.periods import parse_iso_week
-from sinks import queries
+from sinks import privacy, queries
+from sinks.alerts_api import alerts_router
+from sinks.audit import AuditLog
+from sinks.auth import AUTHORIZE, Access, install_access
 from sinks.ehsa_api import ehsa_router
 from sinks.gistar import gistar
 from sinks.priorities_api import priorities_router
@@ -25,10 +28,13 @@ from sinks.web import install_web
 
 def build_api(store: Store, health: Callable[[], dict[str, Any]],
               transitions_publisher: Callable[[], Callable[[dict[str, Any]], None]] | None = None,
-              ) -> FastAPI:
-    api = FastAPI(title="hotspots", version=__version__)
+              access: Access | None = None, audit: AuditLog | None = None) -> FastAPI:
+    # Every route, whichever router adds it, passes sinks.auth's policy (default: read scope).
+    api = FastAPI(title="hotspots", version=__version__, dependencies=AUTHORIZE)
+    install_access(api, store, access, audit)  # /v1/session, /v1/tokens, /v1/audit; the audit log
     api.include_router(ehsa_router(store, transitions_publisher))  # /v1/ehsa, /v1/ehsa/update
     api.include_router(priorities_router(store))  # /v1/harm, /v1/gap, /v1/priorities[.csv|.html]
+    api.include_router(alerts_router(store))  # /v1/alerts: spike alerts
     install_web(api, store, health)  # the live map: /, /static, /v1/periods, /v1/stream
 
     def guarded(fn: Callable[[], Any]) -> Any:
@@ -55,29 +61,45 @@ def build_api(store: Store, health: Callable[[], dict[str, Any]],
     def get_summary(start: date = Query(alias="from"), end: date = Query(alias="to")) -> Any:
         return guarded(lambda: queries.summary(store, start, end))
 
+    def released_cells(start: date, end: date, res: int, period: str, kind: str | None,
+                       tier: str) -> dict[str, Any]:
+        guarded(lambda: privacy.check_tier(tier, res))  # before reading anything
+        rows = guarded(lambda: queries.cells(store, start, end, res, period, kind))
+        return privacy.release_cells(rows, tier, res)
+
     @api.get("/v1/cells")
     def get_cells(start: date = Query(alias="from"), end: date = Query(alias="to"),
-                  res: int = 8, period: str = "week", kind: str | None = None) -> Any:
-        return guarded(lambda: queries.cells(store, start, end, res, period, kind))
+                  res: int = 8, period: str = "week", kind: str | None = None,
+                  tier: privacy.Tier = "analyst") -> Any:
+        """Counts per cell. tier=partner|public (sinks.privacy): an object stating the tier and
+        its disclosure control, with the released rows and a total per period and kind."""
+        release = released_cells(start, end, res, period, kind, tier)
+        return release["rows"] if tier == "analyst" else release
 
     @api.get("/v1/cells.geojson")
     def get_cells_geojson(start: date = Query(alias="from"), end: date = Query(alias="to"),
-                          res: int = 8, period: str = "week", kind: str | None = None) -> Any:
-        """/v1/cells as a GeoJSON FeatureCollection of hexagons (EPSG:4326)."""
+                          res: int = 8, period: str = "week", kind: str | None = None,
+                          tier: privacy.Tier = "analyst") -> Any:
+        """/v1/cells as a GeoJSON FeatureCollection of hexagons (EPSG:4326), stating its tier."""
         from sinks import gis  # geopandas only loads when a GIS view is asked for
 
-        rows = guarded(lambda: queries.cells(store, start, end, res, period, kind))
-        return JSONResponse(gis.feature_collection(gis.cells_frame(rows)),
+        release = released_cells(start, end, res, period, kind, tier)
+        return JSONResponse(gis.feature_collection(gis.cells_frame(release["rows"]),
+                                                   gis.release_meta(release)),
                             media_type="application/geo+json")
 
     @api.get("/v1/districts")
-    def get_districts(period: str, start: date, kind: str, res: int = 8) -> Any:
-        """Counts per district of the HOTSPOTS_BOUNDARIES outlines (400 when it is unset)."""
+    def get_districts(period: str, start: date, kind: str, res: int = 8,
+                      tier: privacy.Tier = "analyst") -> Any:
+        """Counts per district of the HOTSPOTS_BOUNDARIES outlines (400 when it is unset).
+        tier=partner|public: an object with the tier, the rule, the rows and the total."""
         from hotspots.settings import SinkSettings
         from sinks import gis
 
-        return guarded(lambda: gis.district_rollup(store, SinkSettings().boundaries, period, start,
+        guarded(lambda: privacy.check_tier(tier, res))
+        rows = guarded(lambda: gis.district_rollup(store, SinkSettings().boundaries, period, start,
                                                    kind, res))
+        return rows if tier == "analyst" else privacy.release_districts(rows, tier, res)
 
     @api.get("/v1/top")
     def get_top(week: str, kind: str, res: int = 8, limit: int = Query(10, ge=1, le=1000)) -> Any:

@@ -200,6 +200,7 @@ class TransitionPublisher:
 
     def __init__(self, settings: _Common, producer: Any = None) -> None:
         self.topic, self.bootstrap = settings.transitions_topic, settings.bootstrap
+        self.settings = settings
         self.producer = producer
         self.failed: list[str] = []
         self.sent = 0
@@ -209,12 +210,15 @@ class TransitionPublisher:
             from kafka import KafkaProducer
             from kafka.errors import KafkaError
 
+            from hotspots.kafka_security import connect_failure, kafka_kwargs
+
             try:
-                self.producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
+                self.producer = KafkaProducer(**kafka_kwargs(self.settings), acks="all",
                                               enable_idempotence=True, retries=10,
-                                              request_timeout_ms=15000, max_block_ms=15000)
+                                              request_timeout_ms=15000, max_block_ms=15000,
+                                              bootstrap_timeout_ms=15000)
             except KafkaError as exc:
-                raise TransitionPublishError(f"Kafka unreachable at {self.bootstrap}: {exc}") from None
+                raise TransitionPublishError(connect_failure(self.settings, exc)) from None
         return self.producer
 
     def __call__(self, record: dict[str, Any]) -> None:

@@ -15,12 +15,14 @@ from typing import Any
 import orjson
 from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError
 
 from hotspots.contract import MEASURES
+from hotspots.kafka_security import connect_failure, kafka_kwargs
 from hotspots.metrics import BATCH_SIZE, SINK_FLUSH, SINK_LAG, SINK_ROWS, observe_lag
 from hotspots.settings import SinkSettings
+from sinks.alerts import ALERT_COLUMNS, alert_rows
 from sinks.store import Store
-from streams.rollup import RollupKey, rollup_row
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +33,19 @@ DEAD_LETTER_COLUMNS = ("reason", "source", "detail", "raw")
 
 
 def _rollup(key: bytes, value: bytes) -> list[tuple[Any, ...]]:
-    """A record of the worker's rollups changelog: key "period|res|cell|start|kind", full state."""
-    rkey = RollupKey.decode(orjson.loads(key))
-    row = rollup_row(rkey, orjson.loads(value))
-    row["period_start"] = rkey.start
-    return [tuple(row[c] for c in ROLLUP_COLUMNS)]
+    """A record of the worker's rollups changelog: key "period|res|cell|start|kind", full state.
+
+    The sink's hottest conversion (one per changed key): parsed by hand, not via RollupKey.
+    """
+    period, res, cell, start, kind = orjson.loads(key).split("|")
+    state = orjson.loads(value)
+    day = _DATES.get(start)
+    if day is None:
+        day = _DATES[start] = date.fromisoformat(start)
+    return [(period, int(res), kind, day, int(cell), *state["m"], state["seq"])]
+
+
+_DATES: dict[str, date] = {}  # period starts seen: a few thousand at most
 
 
 def _events(key: bytes, value: bytes) -> list[tuple[Any, ...]]:
@@ -63,6 +73,7 @@ class BatchingSink:
             settings.rollups_topic: ("rollups", ROLLUP_COLUMNS, _rollup),
             settings.accepted_topic: ("events", EVENT_COLUMNS, _events),
             settings.dlq_topic: ("dead_letters", DEAD_LETTER_COLUMNS, _dead_letter),
+            settings.alerts_topic: ("alerts", ALERT_COLUMNS, alert_rows),  # streams.alerts
         }
         self.batches: dict[str, list[tuple[Any, ...]]] = {t: [] for t, _, _ in self.routes.values()}
         self.size = 0
@@ -83,6 +94,9 @@ class BatchingSink:
         self.size = 0
 
 
+REJOIN_AFTER = 60.0  # seconds without partitions before the sink replaces its consumer
+
+
 class SinkLoop:
     """Polls the worker's output topics into the store. Runs in its own thread."""
 
@@ -95,21 +109,50 @@ class SinkLoop:
         self.flushed_batches = 0
         self.flushed_rows = 0
         self.newest_ms = 0  # Kafka timestamp (ms) of the newest record added since the last flush
-        self.consumer = KafkaConsumer(
-            bootstrap_servers=settings.bootstrap,
-            group_id=settings.sink_group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=settings.batch_max,
-        )
-        self.consumer.subscribe(list(self.sink.routes), listener=_FlushOnRevoke(self))
+        self.rejoins = 0
+        self.consumer = self._connect()
+
+    def _connect(self) -> KafkaConsumer:
+        try:
+            consumer = KafkaConsumer(
+                **kafka_kwargs(self.settings),  # bootstrap servers and HOTSPOTS_SECURITY_* settings
+                group_id=self.settings.sink_group,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_poll_records=self.settings.batch_max,
+            )
+        except KafkaError as exc:
+            raise RuntimeError(connect_failure(self.settings, exc)) from None
+        consumer.subscribe(list(self.sink.routes), listener=_FlushOnRevoke(self))
+        return consumer
+
+    def _rejoin_if_stuck(self, unassigned_since: float | None) -> float | None:
+        """kafka-python 3.0.12 was seen, under load, to hang for good in a group join with no
+        partitions assigned (elected leader, no assignment ever applied). One sink owns all
+        partitions, so a long spell without any means a stuck client: start a fresh one."""
+        if self.consumer.assignment():
+            return None
+        now = time.monotonic()
+        if unassigned_since is None:
+            return now
+        if now - unassigned_since < REJOIN_AFTER:
+            return unassigned_since
+        log.warning("no partitions assigned for %.0fs: rejoining the group with a new consumer",
+                    now - unassigned_since)
+        self.flush_and_commit()
+        self.consumer.close(autocommit=False)
+        self.consumer = self._connect()
+        self.rejoins += 1
+        return time.monotonic()
 
     def run(self) -> None:
         last_flush = time.monotonic()
+        unassigned_since: float | None = None
         self.healthy.set()
         try:
             while not self.stop.is_set():
                 polled = self.consumer.poll(timeout_ms=100, max_records=self.settings.batch_max)
+                unassigned_since = self._rejoin_if_stuck(unassigned_since)
                 for tp, messages in polled.items():
                     for message in messages:
                         self.sink.add(tp.topic, message.key, message.value)

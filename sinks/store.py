@@ -80,6 +80,27 @@ ORDER BY (res, kind, cell, week_start)""",
   computed_at DateTime64(3, 'UTC') DEFAULT now64(3)
 ) ENGINE = ReplacingMergeTree(computed_at)
 ORDER BY (res, kind, cell, week_start)""",
+    # Spike alerts (streams.alerts): alert_id is deterministic, so an alert re-raised after a
+    # crash replaces itself; of the two, the one first seen earliest stays (the version falls
+    # as first_seen grows).
+    """CREATE TABLE IF NOT EXISTS {db}.alerts (
+  alert_id String,
+  area_type LowCardinality(String),
+  area String,
+  res UInt8,
+  kind LowCardinality(String),
+  period LowCardinality(String),
+  period_start Date,
+  observed UInt32,
+  expected Float64,
+  p_value Float64,
+  method LowCardinality(String),
+  first_seen DateTime64(3, 'UTC'),
+  triggering_event_id String,
+  stored_at DateTime64(3, 'UTC') DEFAULT now64(3),
+  earliest UInt64 MATERIALIZED 18446744073709551615 - toUInt64(toUnixTimestamp64Milli(first_seen))
+) ENGINE = ReplacingMergeTree(earliest)
+ORDER BY alert_id""",
 )
 
 

@@ -23,15 +23,34 @@ from typing import Any
 
 import faust
 import orjson
+from faust.types import TP
 
-from hotspots.contract import InvalidEvent, content_digest, dead_letter, measures_of
+from hotspots.contract import (
+    BULK_CONTENT_TYPE,
+    InvalidEvent,
+    content_digest,
+    dead_letter,
+    measures_of,
+)
 from hotspots.geo import PARTITION_RES, cells_of, partition_of, to_str
+from hotspots.kafka_security import faust_credentials
 from hotspots.metrics import BATCH_SIZE, EVENTS_IN, EVENTS_OUT, INVALID, UNKNOWN_KIND, add_counts, observe_lag
 from hotspots.settings import WorkerSettings
-from streams.rollup import accepted_row, apply, position, rollup_keys
+from streams.alerts import add_spike_alerts
+from streams.progress import SourceGuard
+from streams.rollup import (
+    INDEX_BITS,
+    MAX_PER_RECORD,
+    accepted_row,
+    empty_state,
+    position,
+    rollup_names,
+)
 
 log = logging.getLogger(__name__)
 ENVELOPE_BYTES = 256 * 1024
+BULK = BULK_CONTENT_TYPE.encode()
+SEEN_BATCH = "fold"  # key prefix of the seen table's per-fold records
 
 
 def envelopes(rows: list[bytes], limit: int) -> Iterator[bytes]:
@@ -52,6 +71,7 @@ def build_app(settings: WorkerSettings) -> faust.App:
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.bootstrap}",
+        broker_credentials=faust_credentials(settings),  # HOTSPOTS_SECURITY_*; None: plaintext
         store="memory://",
         datadir=str(settings.data_dir / "worker"),
         topic_partitions=settings.partitions,
@@ -78,8 +98,13 @@ def build_app(settings: WorkerSettings) -> faust.App:
                                                   compacting=True, deleting=False,
                                                   key_serializer="json", value_serializer="json"))
     seen = app.Table("seen", default=None, partitions=settings.partitions)
+    # The next source offset to fold, per partition: faust can drop (and ack) a record during
+    # a rebalance; streams/progress.py reads such a hole again instead of skipping it.
+    progress = app.Table("progress", default=None, partitions=settings.partitions)
+    guard = SourceGuard()
 
     admission = settings.admission()
+    homes: dict[int, int] = {}  # res-6 cell -> the partition that owns it
 
     sent: list[Any] = []  # this batch's writes, awaited before its events are acked
 
@@ -87,71 +112,134 @@ def build_app(settings: WorkerSettings) -> faust.App:
         record = dead_letter(raw, reason, detail, where)
         sent.append(dlq.send_soon(key=reason.encode(), value=orjson.dumps(record)))
 
-    def fold(batch: list[Any]) -> None:
-        """Fold a batch of events; write each changed key once, after the whole batch.
+    # Where each event id was first accepted: {partition: {event_id: [partition, position,
+    # digest]}}. The ``seen`` table stores one record per fold and partition (writing one per
+    # event cost as much as all the rollups); this index is rebuilt from it after a rebalance,
+    # by which time faust has recovered the table.
+    seen_index: dict[int, dict[str, list[Any]]] = {}
+
+    def seen_in(partition: int) -> dict[str, list[Any]]:
+        index = seen_index.get(partition)
+        if index is None:
+            index = seen_index[partition] = {}
+            prefix = f"{SEEN_BATCH}|{partition}|"
+            for key, value in seen.data.items():
+                if isinstance(value, dict):
+                    if key.startswith(prefix):
+                        for event_id, (pos, digest) in value.items():
+                            index[event_id] = [partition, pos, digest]
+                elif value[0] == partition:  # one event's record, as written before batches
+                    index[key] = value
+        return index
+
+    async def forget_seen(*_args: Any, **_kwargs: Any) -> None:
+        seen_index.clear()
+        guard.forget()
+
+    app.on_partitions_revoked.connect(forget_seen)
+    app.on_partitions_assigned.connect(forget_seen)
+
+    def fold(records: list[Any]) -> None:
+        """Fold records (single events or bulk ones); write each changed key once, at the end.
 
         Every write's future lands in ``sent``; the agent awaits them all before take_events
-        acks the batch. faust's own pre-commit flush gives up after 0.1 s with messages still
+        acks the records. faust's own pre-commit flush gives up after 0.1 s with messages still
         queued, so without this an offset could be committed ahead of its changelog writes.
         """
-        dirty: dict[str, tuple[int, dict[str, Any]]] = {}
-        first_seen: dict[str, tuple[int, list[Any]]] = {}
+        work: dict[str, tuple[int, dict[str, Any]]] = {}  # private copies of touched states
+        changed: set[str] = set()
+        new_seen: dict[int, dict[str, list[Any]]] = {}
         rows: dict[int, list[bytes]] = {}  # by source partition
         # Metrics: counted locally, added to the registry once per label per batch.
         kinds_in: Counter[str] = Counter()
         kinds_out: Counter[str] = Counter()
         invalid: Counter[str] = Counter()
         newest = 0.0
-        for event in batch:
-            msg = event.message
+        for record in records:
+            msg = record.message
+            if not guard.admit(msg.partition, msg.offset, progress.data.get(str(msg.partition))):
+                continue  # past a hole in its partition: read again after the seek
             if msg.timestamp and msg.timestamp > newest:
                 newest = msg.timestamp
-            raw: bytes = event.value if isinstance(event.value, bytes) else bytes(event.value)
-            where = f"{msg.topic}[{msg.partition}]@{msg.offset}"
-            try:
-                ev = admission.admit(raw)
-            except InvalidEvent as exc:
-                refuse(raw, exc.reason, exc.detail, where)
-                kinds_in[UNKNOWN_KIND] += 1
-                invalid[exc.reason] += 1
+            value: bytes = record.value if isinstance(record.value, bytes) else bytes(record.value)
+            origin = f"{msg.topic}[{msg.partition}]@{msg.offset}"
+            bulk = record.headers.get("content-type") == BULK
+            lines = value.split(b"\n") if bulk else [value]
+            if len(lines) > MAX_PER_RECORD:
+                refuse(value, "bulk_too_large", f"{len(lines)} lines > {MAX_PER_RECORD}", origin)
+                invalid["bulk_too_large"] += 1
                 continue
-            kinds_in[ev.kind] += 1
-            cells = cells_of(ev.lat, ev.lon)  # once per event: the key, the rollups and the row
-            key = to_str(cells[PARTITION_RES]).encode()
-            home = partition_of(key, settings.partitions)
-            if msg.partition != home:
-                # Written by a producer that keyed it differently: send it to the partition
-                # that owns its cell. A duplicate made by a crash here is caught by ``seen``.
-                sent.append(events.send_soon(key=key, value=raw, partition=home))
-                continue
-            here = [msg.partition, msg.offset]
-            digest = content_digest(ev)
-            first = first_seen[ev.event_id][1] if ev.event_id in first_seen else seen.data.get(ev.event_id)
-            if first is not None and first[:2] != here:
-                if first[2] != digest:
-                    refuse(raw, "duplicate_conflict", f"event_id {ev.event_id} first seen at "
-                           f"offset {first[1]} with different content", where)
-                    invalid["duplicate_conflict"] += 1
-                continue  # a redelivery of an event already counted
-            if first is None:
-                first_seen[ev.event_id] = (msg.partition, [*here, digest])
-            delta = measures_of(ev)
-            pos = position(msg.offset)
-            for rkey in rollup_keys(ev, cells):
-                name = rkey.encode()
-                current = dirty[name][1] if name in dirty else rollups.data.get(name)
-                state, changed = apply(current, delta, msg.partition, pos)
-                if changed:
-                    dirty[name] = (msg.partition, state)
-            rows.setdefault(msg.partition, []).append(
-                orjson.dumps(accepted_row(ev, raw, cells, (msg.partition, pos))))
-            kinds_out[ev.kind] += 1
-        for name, (partition, state) in dirty.items():
+            index_here = seen_in(msg.partition)
+            part = str(msg.partition)
+            for index, raw in enumerate(lines):
+                if bulk and not raw.strip():
+                    continue
+                where = f"{origin}#{index}" if bulk else origin
+                try:
+                    ev = admission.admit(raw)
+                except InvalidEvent as exc:
+                    refuse(raw, exc.reason, exc.detail, where)
+                    kinds_in[UNKNOWN_KIND] += 1
+                    invalid[exc.reason] += 1
+                    continue
+                kinds_in[ev.kind] += 1
+                cells = cells_of(ev.lat, ev.lon)  # once per event: the key, the rollups, the row
+                home = homes.get(cells[PARTITION_RES])
+                if home is None:
+                    home = homes[cells[PARTITION_RES]] = partition_of(
+                        to_str(cells[PARTITION_RES]).encode(), settings.partitions)
+                if msg.partition != home:
+                    # Written by a producer that keyed it differently: send it to the partition
+                    # that owns its cell. A duplicate made by a crash here is caught by ``seen``.
+                    sent.append(events.send_soon(key=to_str(cells[PARTITION_RES]).encode(),
+                                                 value=raw, partition=home))
+                    continue
+                pos = position(msg.offset, index)
+                digest = content_digest(ev)
+                first = index_here.get(ev.event_id)
+                if first is not None and (first[0] != msg.partition or first[1] != pos):
+                    if first[2] != digest:
+                        refuse(raw, "duplicate_conflict", f"event_id {ev.event_id} first seen at "
+                               f"offset {first[1] >> INDEX_BITS} with different content", where)
+                        invalid["duplicate_conflict"] += 1
+                    continue  # a redelivery of an event already counted
+                if first is None:
+                    index_here[ev.event_id] = [msg.partition, pos, digest]
+                    new_seen.setdefault(msg.partition, {})[ev.event_id] = [pos, digest]
+                delta = measures_of(ev)
+                for name in rollup_names(ev, cells):
+                    entry = work.get(name)
+                    if entry is None:
+                        current = rollups.data.get(name)
+                        state = ({"m": list(current["m"]), "seq": current["seq"],
+                                  "off": dict(current["off"])} if current else empty_state())
+                        entry = work[name] = (msg.partition, state)
+                    state = entry[1]
+                    if pos <= state["off"].get(part, -1):
+                        continue  # this key already holds this event
+                    sums = state["m"]
+                    for i, amount in enumerate(delta):
+                        if amount:
+                            sums[i] += amount
+                    state["seq"] += 1
+                    state["off"][part] = pos
+                    changed.add(name)
+                rows.setdefault(msg.partition, []).append(
+                    orjson.dumps(accepted_row(ev, raw, cells, (msg.partition, pos))))
+                kinds_out[ev.kind] += 1
+        for name in changed:
+            partition, state = work[name]
             rollups.data[name] = state
             sent.append(rollups.send_changelog(partition, name, state))
-        for event_id, (partition, value) in first_seen.items():
-            seen.data[event_id] = value
-            sent.append(seen.send_changelog(partition, event_id, value))
+        for partition, next_offset in guard.advanced().items():
+            progress.data[str(partition)] = next_offset
+            sent.append(progress.send_changelog(partition, str(partition), next_offset))
+        for partition, ids in new_seen.items():
+            # Keyed by the first new position: a re-run of the same records rewrites the
+            # same record, so recovery never holds two versions of one fold.
+            key = f"{SEEN_BATCH}|{partition}|{min(pos for pos, _ in ids.values())}"
+            seen.data[key] = ids
+            sent.append(seen.send_changelog(partition, key, ids))
         # Envelopes of accepted events: the raw table's feed, deduplicated there by event.
         # Each stays well under Kafka's 1 MB message limit, whatever the batch size. They go
         # to the source's partition number, so a consumer of the accepted topic sees each
@@ -162,20 +250,52 @@ def build_app(settings: WorkerSettings) -> faust.App:
         add_counts(EVENTS_IN, "worker", kinds_in)
         add_counts(EVENTS_OUT, "worker", kinds_out)
         add_counts(INVALID, "worker", invalid)
-        BATCH_SIZE.labels("worker").observe(len(batch))
+        BATCH_SIZE.labels("worker").observe(sum(kinds_in.values()))
         observe_lag("worker", newest)
+
+    def chunks(records: list[Any]) -> Iterator[list[Any]]:
+        """Slices of about ``fold_events`` events: a slice's writes are awaited before the
+        next is folded, bounding memory and keeping the event loop (heartbeats) responsive."""
+        chunk: list[Any] = []
+        size = 0
+        for record in records:
+            chunk.append(record)
+            size += (record.value.count(b"\n") + 1
+                     if record.headers.get("content-type") == BULK else 1)
+            if size >= settings.fold_events:
+                yield chunk
+                chunk, size = [], 0
+        if chunk:
+            yield chunk
+
+    announced: dict[int, int] = {}  # partition -> hole last logged (a hole may need a few seeks)
+
+    async def seek_holes() -> None:
+        """Read each partition with a hole again from the hole (streams/progress.py)."""
+        for partition, offset in guard.take_seeks().items():
+            if announced.get(partition) != offset:
+                announced[partition] = offset
+                log.warning("%s[%d]: offset %d was never folded; reading again from it",
+                            settings.events_topic, partition, offset)
+            try:
+                await app.consumer.seek_wait({TP(settings.events_topic, partition): offset})
+            except Exception:  # no longer ours after a rebalance: the new owner finds the hole
+                log.warning("could not seek %s[%d]", settings.events_topic, partition, exc_info=True)
 
     @app.agent(events, name="aggregate")
     async def aggregate(stream: Any) -> None:
         async for batch in stream.take_events(settings.fold_batch, within=settings.fold_within):
-            fold(batch)
-            try:
-                await asyncio.gather(*sent)
-            except Exception:
-                # A write the broker refused after its retries: stop, so that the batch is
-                # read again from the last committed offset by the restarted worker.
-                log.critical("a write was not acknowledged; exiting", exc_info=True)
-                os._exit(70)
-            sent.clear()
+            for chunk in chunks(batch):
+                fold(chunk)
+                try:
+                    await asyncio.gather(*sent)
+                except Exception:
+                    # A write the broker refused after its retries: stop, so that the batch
+                    # is read again from the last committed offset by the restarted worker.
+                    log.critical("a write was not acknowledged; exiting", exc_info=True)
+                    os._exit(70)
+                sent.clear()
+                await seek_holes()
 
+    add_spike_alerts(app, settings)  # streams/alerts.py: spike agents on the accepted topic
     return app

@@ -12,6 +12,8 @@ import pytest
 from kafka import KafkaProducer
 
 from hotspots.contract import Arrest, encode_event
+from hotspots.kafka_security import kafka_kwargs
+from hotspots.settings import ProducerSettings
 from tests.integration.conftest import cli_json, run_cli
 
 pytestmark = pytest.mark.integration
@@ -93,7 +95,7 @@ def test_malformed_records_are_dead_lettered_with_their_reason(live_stack, tmp_p
     # 2. Straight onto the topic with a raw client: refused by the worker.
     raw_bad = bad_records("raw")
     good_raw = valid_events("raw", 30)
-    producer = KafkaProducer(bootstrap_servers=live_stack.bootstrap, acks="all")
+    producer = KafkaProducer(**kafka_kwargs(ProducerSettings(bootstrap=live_stack.bootstrap)), acks="all")
     topic = f"{live_stack.topic_prefix}.events.v1"
     for i, (raw, _) in enumerate(raw_bad):
         producer.send(topic, value=encode_event(good_raw[i]) if i < len(good_raw) else b"")

@@ -8,6 +8,7 @@ import pytest
 from kafka import KafkaProducer
 
 from hotspots.contract import encode_event
+from hotspots.kafka_security import kafka_kwargs
 from hotspots.settings import ProducerSettings
 from producers.publisher import EventPublisher
 from tests.integration.conftest import cli_json, run_cli
@@ -36,7 +37,7 @@ def test_query_cells_equals_ground_truth_for_every_cell_week_and_kind(live_stack
         # The same events again, as a producer retrying after a timeout would: counted once.
         publisher.send_all(events[:300])
     # Another system writing straight to the topic with no key: the worker re-routes by cell.
-    raw = KafkaProducer(bootstrap_servers=live_stack.bootstrap, acks="all")
+    raw = KafkaProducer(**kafka_kwargs(settings), acks="all")
     for ev in events[2700:]:
         raw.send(settings.events_topic, value=encode_event(ev))
     raw.send(settings.events_topic, value=b"this is not json")
