@@ -1,0 +1,58 @@
+"""A slow sink under a fast stream: its lag grows, its memory does not, and it drains exactly."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.faults.replay import Replay
+from tests.faults.scenario import Background, read_stats, sink_lag, start_harness, wait_caught_up
+from tests.faults.verify import check_store
+
+pytestmark = pytest.mark.faults
+SLOW = 1.0  # seconds added to every store insert while throttled
+BATCH_MAX = 2000
+
+
+def test_slow_sink_lag_grows_memory_stays_bounded_then_drains(fault_stack, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HOTSPOTS_BATCH_MAX", str(BATCH_MAX))  # read by the harness at start
+    stats_path, flag = start_harness(fault_stack, tmp_path, "slow", SLOW)
+    flag.touch()  # throttled from the start
+    replay = Replay(events=40000, seed=31, tag="slow", years=(2006, 2006))
+    background = Background(fault_stack, replay, rate=None)  # as fast as the producer goes
+    lags: list[int] = []
+    try:
+        while background.thread.is_alive():
+            lags.append(sink_lag(fault_stack))
+            time.sleep(1.0)
+        truth = background.join()
+        for _ in range(10):  # the worker is still folding the tail of the replay
+            lags.append(sink_lag(fault_stack))
+            time.sleep(1.0)
+        throttled = read_stats(stats_path)
+        flag.unlink()  # the sink speeds up again and must drain everything
+        wait_caught_up(fault_stack, timeout=300)
+    finally:
+        flag.unlink(missing_ok=True)
+        background.stop()
+    assert sink_lag(fault_stack) == 0
+
+    # Back-pressure: the sink fell far behind (the lag is in Kafka, not in the sink's memory).
+    assert max(lags) > 20 * BATCH_MAX, lags
+    # Bounded memory: what the sink buffers does not grow with the lag. A flush is due at
+    # batch_max rows, so at most one poll's rows more are held; a poll is bounded by the
+    # consumer's fetch sizes, and an envelope of the accepted topic carries up to a fold's
+    # events of one partition, so one poll can hold a few times batch_max rows.
+    buffered = throttled["buffered"]  # at every insert, when the buffer is fullest
+    assert len(buffered) >= 10, throttled
+    assert max(buffered) <= 6 * BATCH_MAX, f"buffered rows peaked at {max(buffered)}"
+    rss = throttled["rss_kb"]
+    warm = rss[len(rss) // 4]  # once the sink's first batches have been through (chDB included)
+    assert max(rss) - warm < 250_000, f"sink RSS grew by {(max(rss) - warm) // 1000} MB while lagging"
+    print(f"slow sink: lag peaked at {max(lags)} records; buffered rows peaked at {max(buffered)} "
+          f"(batch_max {BATCH_MAX}); RSS {warm // 1000} -> {max(rss) // 1000} MB")
+
+    verdict, reconciled = check_store(fault_stack, replay, truth, tmp_path)
+    assert verdict.ok, str(verdict)
+    assert reconciled["ok"] and reconciled["drifted_keys"] == 0, reconciled

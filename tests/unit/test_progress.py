@@ -1,0 +1,110 @@
+"""A record faust never delivered to the agent is read again, not skipped (streams/progress.py).
+
+Regression for the loss found by tests/faults/test_rebalance.py: faust drops and acknowledges
+a record that reaches a stream while flow is suspended during a rebalance, so its offset
+was committed and the event never counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+
+from hotspots.settings import WorkerSettings
+from streams.app import build_app
+from streams.progress import SourceGuard
+from tests.unit.test_agent import (  # noqa: F401  (sent is a fixture)
+    ARREST,
+    ARREST_2,
+    SEIZURE,
+    SENTINEL,
+    WEEK8,
+    accepted_ids,
+    put,
+    sent,
+    table,
+)
+
+THIRD = ARREST.model_copy(update={"event_id": "a-3"})
+
+
+def test_guard_admits_in_order_and_redeliveries() -> None:
+    guard = SourceGuard()
+    assert [guard.admit(0, o, None) for o in (5, 6, 7)] == [True] * 3  # unknown start: any
+    assert guard.admit(0, 6, None)  # a redelivery: folded again, idempotently
+    assert guard.advanced() == {0: 8} and guard.take_seeks() == {}
+    assert guard.admit(0, 8, 8) and guard.admit(1, 0, None)
+    assert guard.advanced() == {0: 9, 1: 1}
+
+
+def test_guard_holds_records_past_a_hole_until_it_is_read() -> None:
+    guard = SourceGuard()
+    assert guard.admit(0, 10, 10)
+    assert not guard.admit(0, 13, 10)  # 11 and 12 never arrived
+    assert not guard.admit(0, 14, 10)  # fetched before the seek: not folded either
+    assert guard.admit(2, 3, 3)  # other partitions go on
+    assert guard.take_seeks() == {0: 11}
+    assert guard.advanced() == {0: 11, 2: 4}  # written: the hole is where to start again
+    # Still in flight from before the seek: skipped, and the seek is made again (faust's
+    # read offset moved past the hole with it, so it would drop the records read again).
+    assert not guard.admit(0, 14, 11)
+    assert guard.take_seeks() == {0: 11}
+    assert guard.admit(0, 9, 11)  # a redelivery from before the hole: folded, hole still open
+    assert not guard.admit(0, 15, 11) and guard.take_seeks() == {0: 11}
+    assert not guard.admit(0, 16, 11)
+    assert [guard.admit(0, o, 11) for o in (11, 12, 13, 14)] == [True] * 4  # the hole is read
+    assert guard.take_seeks() == {}  # so the seek asked for in this fold is dropped
+    assert guard.advanced() == {0: 15}
+
+
+def test_guard_accepts_a_real_gap_once_read_again() -> None:
+    guard = SourceGuard()
+    assert not guard.admit(0, 7, 5)
+    assert guard.take_seeks() == {0: 5}
+    assert guard.admit(0, 7, 5)  # the same record again after the seek: nothing at 5 and 6
+    assert guard.advanced() == {0: 8}
+
+
+def test_guard_forgets_holes_on_a_rebalance() -> None:
+    guard = SourceGuard()
+    assert not guard.admit(0, 7, 5)
+    guard.forget()
+    assert not guard.admit(0, 7, 5)  # found afresh: a new seek, not taken for a real gap
+    assert guard.take_seeks() == {0: 5}
+
+
+def test_agent_reads_a_dropped_record_again_and_counts_each_event_once(tmp_path, sent) -> None:  # noqa: F811
+    """Offsets 0, then 2 and 3 (1 dropped by faust), then 1, 2, 3 again after the seek."""
+    settings = WorkerSettings(data_dir=tmp_path, partitions=1, fold_within=0.3)
+    app = build_app(settings)
+    seeks: list[dict[Any, int]] = []
+
+    async def seek_wait(partitions: dict[Any, int]) -> None:
+        seeks.append(dict(partitions))
+
+    async def main() -> None:
+        async with app.agents["aggregate"].test_context() as agent:
+            app.consumer.seek_wait = seek_wait  # no broker here: record the seek
+            await put(agent, ARREST)  # 0
+            agent.sent_offset = 2
+            await put(agent, SEIZURE)  # 2: reveals the hole at 1
+            await put(agent, THIRD)  # 3: fetched before the seek
+            await asyncio.sleep(settings.fold_within * 3)
+            assert [{tp.partition: o for tp, o in s.items()} for s in seeks] == [{0: 1}]
+            agent.sent_offset = 1  # what the seek makes the consumer deliver
+            await put(agent, ARREST_2)  # 1
+            await put(agent, SEIZURE)  # 2
+            await put(agent, THIRD)  # 3
+            await agent.put(SENTINEL, key=b"sentinel")  # 4
+            await asyncio.sleep(settings.fold_within * 3)
+
+    asyncio.run(asyncio.wait_for(main(), timeout=30))
+    assert len(seeks) == 1
+    assert accepted_ids(sent) == ["a-1", "a-2", "s-1", "a-3"]
+    assert table(app, "rollups")[WEEK8]["m"][0] == 3  # a-1, a-2 and a-3: each once
+    assert table(app, "progress") == {"0": 5}
+    written = [orjson.loads(v) if isinstance(v, bytes) else v
+               for _, v, _ in sent.to("progress-changelog")]
+    assert written[-1] == 5
