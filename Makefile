@@ -43,8 +43,8 @@ down: ## Stop the stack
 status: ## Show the stack's health
 	$(HOTSPOTS) status
 
-test: install kafka-jars web-deps lint ## Run every test: unit, then integration against the real broker
-	$(BIN)/pytest tests -q
+test: install kafka-jars web-deps lint ## Run every test but the fault suite: unit, then integration against the real broker
+	$(BIN)/pytest tests -q --ignore=tests/faults
 
 test-unit: install ## Unit tests only (no broker)
 	$(BIN)/pytest tests/unit -q

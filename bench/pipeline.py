@@ -29,7 +29,6 @@ import os
 import platform
 import random
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -118,19 +117,6 @@ def event_lines(n: int, seed: int, first: date, days: int, tag: str) -> list[byt
 
 
 # ----------------------------------------------------------------------------- stack
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_stack(data_dir: Path, partitions: int) -> stack.StackConfig:
-    config = stack.StackConfig(str(data_dir), _free_port(), _free_port(), _free_port(),
-                               topic_prefix=f"bench-{uuid.uuid4().hex[:8]}", partitions=partitions)
-    stack.up(config, timeout=240, echo=lambda _msg: None)
-    return config
 
 
 def api(config: stack.StackConfig, path: str, params: dict[str, Any] | None = None) -> Any:
@@ -359,43 +345,40 @@ def _pct(values: list[float], q: float) -> float:
 def one_run(n: int, partitions: int, seed: int, fresh_seconds: float, producer_sample: int,
             bulk: int) -> dict[str, Any]:
     lines = event_lines(n, seed, date(2015, 1, 1), 3652, f"bench{seed}")
-    with tempfile.TemporaryDirectory(prefix="hotspots-bench-") as tmp:
-        config = start_stack(Path(tmp), partitions)
-        try:
-            worker_idle = rss_mb(config, "worker")
-            started = time.perf_counter()
-            produced = produce(config, lines, bulk)
-            caught_up(config, time.monotonic() + 3600)
-            elapsed = time.perf_counter() - started
-            worker_after = rss_mb(config, "worker")
-            counted = counts_by_kind(config)
-            expected = expected_by_kind(lines)
-            check = api(config, "/v1/reconcile")
-            if counted != expected or not check["ok"]:
-                raise AssertionError(f"inexact: counted {counted}, expected {expected}; "
-                                     f"reconcile {check}")
-            baseline = bare_loop(config, n)
-            result: dict[str, Any] = {
-                "events": n, "bulk": bulk, "partitions": partitions,
-                "pipeline_eps": n / elapsed, "pipeline_seconds": elapsed,
-                "producer_eps": n / produced, "baseline_eps": baseline,
-                "ratio": n / elapsed / baseline, "counted": sum(counted.values()),
-                "drifted_keys": check["drifted_keys"], "rollup_keys": check["keys_checked"],
-                "worker_rss_idle_mb": worker_idle, "worker_rss_mb": worker_after,
-                "sink_rss_mb": rss_mb(config, "sink"),
-            }
-            if producer_sample:
-                size = round(statistics.mean(len(x) for x in lines[:1000]))
-                result["producer_single_eps"] = producer_sample / produce(
-                    config, event_lines(producer_sample, seed + 1, date(2014, 1, 1), 300,
-                                        f"single{seed}"), 0)
-                result["kafka_python_eps"] = kafka_python_producer(config, producer_sample, size)
-                result["record_size"] = size
-            if fresh_seconds:
-                result["freshness"] = freshness(config, 2000, fresh_seconds)
-            return result
-        finally:
-            stack.down(config, echo=lambda _msg: None)
+    with (tempfile.TemporaryDirectory(prefix="hotspots-bench-") as tmp,
+          stack.throwaway(Path(tmp), "bench", partitions) as config):
+        worker_idle = rss_mb(config, "worker")
+        started = time.perf_counter()
+        produced = produce(config, lines, bulk)
+        caught_up(config, time.monotonic() + 3600)
+        elapsed = time.perf_counter() - started
+        worker_after = rss_mb(config, "worker")
+        counted = counts_by_kind(config)
+        expected = expected_by_kind(lines)
+        check = api(config, "/v1/reconcile")
+        if counted != expected or not check["ok"]:
+            raise AssertionError(f"inexact: counted {counted}, expected {expected}; "
+                                 f"reconcile {check}")
+        baseline = bare_loop(config, n)
+        result: dict[str, Any] = {
+            "events": n, "bulk": bulk, "partitions": partitions,
+            "pipeline_eps": n / elapsed, "pipeline_seconds": elapsed,
+            "producer_eps": n / produced, "baseline_eps": baseline,
+            "ratio": n / elapsed / baseline, "counted": sum(counted.values()),
+            "drifted_keys": check["drifted_keys"], "rollup_keys": check["keys_checked"],
+            "worker_rss_idle_mb": worker_idle, "worker_rss_mb": worker_after,
+            "sink_rss_mb": rss_mb(config, "sink"),
+        }
+        if producer_sample:
+            size = round(statistics.mean(len(x) for x in lines[:1000]))
+            result["producer_single_eps"] = producer_sample / produce(
+                config, event_lines(producer_sample, seed + 1, date(2014, 1, 1), 300,
+                                    f"single{seed}"), 0)
+            result["kafka_python_eps"] = kafka_python_producer(config, producer_sample, size)
+            result["record_size"] = size
+        if fresh_seconds:
+            result["freshness"] = freshness(config, 2000, fresh_seconds)
+        return result
 
 
 SMOKE_REFERENCE = Path(__file__).parent / "smoke-reference.json"

@@ -30,7 +30,6 @@ import json
 import math
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -164,12 +163,6 @@ def make_plan(seed: int, n_cells: int, per_size: int, live_days: float = 7.0,
 # --- running it ---------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def own_stack(data_dir: Path, webhook_url: str | None = None) -> Iterator[stack.StackConfig]:
     """A fresh stack (own ports, topics and store) with the Essex outlines and the webhook."""
@@ -178,13 +171,10 @@ def own_stack(data_dir: Path, webhook_url: str | None = None) -> Iterator[stack.
         env |= {"HOTSPOTS_WEBHOOK_URL": webhook_url, "HOTSPOTS_WEBHOOK_SECRET": SECRET.decode()}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # StackConfig.env() hands os.environ to every (re)started service
-    config = stack.StackConfig(str(data_dir), _free_port(), _free_port(), _free_port(),
-                               topic_prefix=f"spk-{uuid.uuid4().hex[:8]}", partitions=4)
     try:
-        stack.up(config, timeout=240, echo=lambda _msg: None)
-        yield config
+        with stack.throwaway(data_dir, "spk") as config:
+            yield config
     finally:
-        stack.down(config, echo=lambda _msg: None)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)

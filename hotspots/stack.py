@@ -6,6 +6,7 @@ ports, so that `status`, `wait`, queries and `down` find a stack started with ot
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -13,7 +14,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -244,3 +246,24 @@ def down(config: StackConfig, echo: Callable[[str], object] = print) -> None:
     for name in ("sink", "worker", "broker"):
         if stop_service(config, name):
             echo(f"{name}: stopped")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def throwaway(data_dir: Path, prefix: str, partitions: int = 4,
+              timeout: float = 240) -> Iterator[StackConfig]:
+    """A whole stack on free ports with its own topics and store, stopped on exit: for tests
+    and benchmarks that must not meet a developer's stack or each other."""
+    config = StackConfig(str(data_dir), free_port(), free_port(), free_port(),
+                         topic_prefix=f"{prefix}-{uuid.uuid4().hex[:8]}", partitions=partitions)
+    try:
+        up(config, timeout=timeout, echo=lambda _msg: None)
+        yield config
+    finally:
+        down(config, echo=lambda _msg: None)

@@ -106,6 +106,15 @@ def _argfile_quote(arg: str) -> str:
     return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id, never one starting with "-": StorageTool would take it for an
+    option and refuse to format (1 fresh stack in 64). Kafka's own Uuid.randomUuid avoids them too."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def format_storage(settings: BrokerSettings) -> None:
     """Format KRaft storage once; an already formatted data dir is kept (and its topics)."""
     root = broker_dir(settings)
@@ -118,8 +127,7 @@ def format_storage(settings: BrokerSettings) -> None:
         return
     with _as_broker_error():
         scram = security.scram_format_args(settings, root)
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-    cmd = _java_cmd(settings, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config),
+    cmd = _java_cmd(settings, "kafka.tools.StorageTool", "format", "-t", new_cluster_id(), "-c", str(config),
                     *scram)
     # A salted SCRAM password authenticates as well as the password: keep it off the command
     # line (other users can read it in /proc) in an owner-only java @argfile.

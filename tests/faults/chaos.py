@@ -134,6 +134,8 @@ class Chaos(threading.Thread):
         }
         deadline = started + READY_TIMEOUT
         while not checks[name]():
+            if self.halt.is_set():  # the test is over: start nothing more
+                return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{name} not ready {READY_TIMEOUT:.0f}s after its restart")
             if not running(self.config, name):  # it died while starting: start it again

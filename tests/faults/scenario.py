@@ -124,12 +124,14 @@ def unfolded(config: stack.StackConfig) -> dict[int, int]:
     try:
         tps = [TopicPartition(changelog, tp.partition) for tp in ends]
         consumer.assign(tps)
-        last: dict[int, int] = {}
-        for tp, end in consumer.end_offsets(tps).items():
-            if end:
-                consumer.seek(tp, end - 1)
-                for record in consumer.poll(timeout_ms=5000, max_records=1).get(tp, []):
-                    last[tp.partition] = int(orjson.loads(record.value))
+        last: dict[int, int] = {}  # a partition not read in time counts as not folded
+        wanted = {tp for tp, end in consumer.end_offsets(tps).items() if end}
+        for tp in wanted:
+            consumer.seek(tp, consumer.end_offsets([tp])[tp] - 1)
+        deadline = time.monotonic() + 15
+        while wanted - {TopicPartition(changelog, p) for p in last} and time.monotonic() < deadline:
+            for tp, records in consumer.poll(timeout_ms=1000).items():
+                last[tp.partition] = int(orjson.loads(records[-1].value))
     finally:
         consumer.close()
     return {tp.partition: end - last.get(tp.partition, 0) for tp, end in ends.items()

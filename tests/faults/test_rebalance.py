@@ -14,7 +14,7 @@ from tests.faults.replay import Replay
 from tests.faults.scenario import Background, hole_seeks, wait_caught_up
 from tests.faults.verify import check_store
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(1200)]  # a loaded 2-core machine is slow
 EVENTS = 40000
 
 

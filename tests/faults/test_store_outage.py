@@ -20,7 +20,7 @@ from tests.faults.scenario import (
 )
 from tests.faults.verify import check_store
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(1200)]  # a loaded 2-core machine is slow
 OUTAGE = 20.0  # seconds; the sink's backoff doubles from 0.5 s to a 30 s ceiling
 
 

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,12 +17,6 @@ import pytest
 
 from hotspots import stack
 from tests.shared_data import ESSEX_OUTLINES
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -35,13 +27,8 @@ def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack.Stack
         os.environ.setdefault("HOTSPOTS_BOUNDARIES", str(ESSEX_OUTLINES))
     # Every query states why (audit log); the CLI reads the sink's operator token by itself.
     os.environ.setdefault("HOTSPOTS_JUSTIFICATION", "hotspots integration tests")
-    config = stack.StackConfig(str(data_dir), _free_port(), _free_port(), _free_port(),
-                               topic_prefix=f"it-{uuid.uuid4().hex[:8]}", partitions=4)
-    try:
-        stack.up(config, timeout=240, echo=lambda _msg: None)
+    with stack.throwaway(data_dir, "it") as config:
         yield config
-    finally:
-        stack.down(config, echo=lambda _msg: None)
 
 
 def run_cli(config: stack.StackConfig, *args: str, timeout: float = 300) -> str:

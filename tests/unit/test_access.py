@@ -5,7 +5,6 @@ Queries look at 2092, which holds no data."""
 from __future__ import annotations
 
 import json
-import socket
 import stat
 import threading
 import time
@@ -248,10 +247,7 @@ def test_openapi_shows_the_scheme_and_each_requirement() -> None:
 
 # --- the CLI against a real server -------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+_free_port = stack.free_port
 
 
 @pytest.fixture(scope="module")
