@@ -28,7 +28,7 @@ from hotspots.kafka_security import kafka_kwargs, login_error
 from hotspots.settings import BrokerSettings, ProducerSettings, _Common
 from hotspots.topics import committed_offsets, end_offsets, ensure_topics
 from producers.publisher import EventPublisher, PublishError
-from tests.integration.conftest import _free_port, cli_json, log_tail, run_cli
+from tests.integration.conftest import cli_json, log_tail, run_cli
 from tests.integration.truth import random_events, weekly_truth
 from tests.tls import make_tls
 
@@ -41,9 +41,9 @@ PASSWORD = f'S3cret "{secrets.token_hex(4)}" \\ é'
 
 # First, before the module's secure stack starts: one broker at a time.
 def test_a_bare_broker_with_scram_sha_256_over_sasl_plaintext(tmp_path) -> None:
-    port = _free_port()
+    port = stack.free_port()
     settings = BrokerSettings(
-        data_dir=tmp_path, kafka_port=port, controller_port=_free_port(), bootstrap=f"127.0.0.1:{port}",
+        data_dir=tmp_path, kafka_port=port, controller_port=stack.free_port(), bootstrap=f"127.0.0.1:{port}",
         topic_prefix=f"sec256-{uuid.uuid4().hex[:8]}", partitions=2, security_protocol="SASL_PLAINTEXT",
         sasl_mechanism="SCRAM-SHA-256", sasl_username=USER, sasl_password=PASSWORD,
         # Explicit, so that no HOTSPOTS_SSL_* of the developer's environment leaks in.
@@ -118,7 +118,7 @@ def secure_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack.Sta
     """`hotspots up` with HOTSPOTS_SECURITY_PROTOCOL=SASL_SSL and SCRAM-SHA-512, as a user runs it."""
     root = tmp_path_factory.mktemp("secure-stack")
     tls = make_tls(root / "tls")
-    config = stack.StackConfig(str(root / "data"), _free_port(), _free_port(), _free_port(),
+    config = stack.StackConfig(str(root / "data"), stack.free_port(), stack.free_port(), stack.free_port(),
                                topic_prefix=f"sec-{uuid.uuid4().hex[:8]}", partitions=2)
     env = {"SECURITY_PROTOCOL": "SASL_SSL", "SASL_MECHANISM": "SCRAM-SHA-512", "SASL_USERNAME": USER,
            "SASL_PASSWORD": PASSWORD, "SSL_CAFILE": str(tls.ca), "BROKER_SSL_CERTFILE": str(tls.cert),
