@@ -1,6 +1,6 @@
 """kill -9 the worker, the sink and the broker during a replay: every count and sum stays exact.
 
-The reduced form (200k events, 20 kills) runs in `make test`; `make test-faults` runs the
+The reduced form (200k events, 20 kills) runs with `pytest tests/faults`; `make test-faults` the
 full one (1M events). docs/exactness.md explains the mechanism and records a full run.
 """
 
