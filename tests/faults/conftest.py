@@ -45,9 +45,9 @@ def fault_stack(tmp_path_factory: pytest.TempPathFactory,
     """A fresh stack (broker, worker, sink) on free ports, for one test, stopped afterwards."""
     # faust's own setting, read from the environment by the worker: a worker killed with -9
     # never leaves its group, so its successor waits until the dead member's session expires
-    # (faust's default, 60 s). 10 s makes the many restarts affordable; it changes when the
+    # (faust's default, 60 s). 20 s makes the many restarts affordable; it changes when the
     # group rebalances, not what is committed.
-    monkeypatch.setenv("BROKER_SESSION_TIMEOUT", "10")
+    monkeypatch.setenv("BROKER_SESSION_TIMEOUT", "20")
     data_dir = tmp_path_factory.mktemp("faults")
     config = stack.StackConfig(str(data_dir), _free_port(), _free_port(), _free_port(),
                                topic_prefix=f"faults-{uuid.uuid4().hex[:8]}", partitions=4)
