@@ -4,7 +4,6 @@ the fault harness, and the sink group's lag."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import threading
 import time
@@ -17,6 +16,7 @@ from kafka import KafkaConsumer, TopicPartition
 from hotspots import stack
 from hotspots.settings import SinkSettings, WorkerSettings
 from hotspots.topics import committed_offsets, end_offsets
+from hotspots.topics import wait_caught_up as topics_wait_caught_up
 from tests.faults.chaos import group_members
 from tests.faults.replay import AtLeastOnceProducer, Replay, Truth, produce
 
@@ -105,18 +105,8 @@ def sink_committed(config: stack.StackConfig) -> dict[Any, int]:
     return committed_offsets(config.bootstrap, settings.sink_group)
 
 
-def _hotspots_wait(config: stack.StackConfig, timeout: float) -> None:
-    proc = subprocess.run([sys.executable, "-m", "hotspots.cli", "wait", "--data-dir", config.data_dir,
-                           "--timeout", str(timeout)], capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, f"not caught up:\n{proc.stdout}\n{proc.stderr[-3000:]}"
-
-
 def unfolded(config: stack.StackConfig) -> dict[int, int]:
-    """Events per partition that the worker has not folded yet, by its ``progress`` table.
-
-    faust's committed offsets can run ahead of what was folded (a record faust dropped and
-    acknowledged; streams/progress.py reads it again), so `hotspots wait` alone could return
-    while a hole is being read again."""
+    """Events per partition that the worker has not folded yet, by its ``progress`` table."""
     settings = WorkerSettings(bootstrap=config.bootstrap, topic_prefix=config.topic_prefix)
     ends = end_offsets(config.bootstrap, [settings.events_topic])
     changelog = f"{settings.app_id}-progress-changelog"
@@ -139,14 +129,22 @@ def unfolded(config: stack.StackConfig) -> dict[int, int]:
 
 
 def wait_caught_up(config: stack.StackConfig, timeout: float) -> None:
-    """`hotspots wait` (the worker, then the sink, committed everything), and the worker folded
-    every offset; then `hotspots wait` again for the outputs of anything read again."""
+    """The worker folded every event produced (its ``progress`` table), then the sink committed
+    every output the worker wrote (``hotspots.topics.wait_caught_up``, as `hotspots wait`).
+
+    Not `hotspots wait` itself: it judges the worker by faust's committed offsets, which run
+    ahead of what was folded while a hole is read again (streams/progress.py), and were seen
+    stuck for good behind it after a rebalance (a full run hung there until the worker was
+    restarted)."""
     deadline = time.monotonic() + timeout
-    _hotspots_wait(config, timeout)
-    while behind := unfolded(config):
-        assert time.monotonic() < deadline, f"events not folded, by partition: {behind}"
-        time.sleep(1.0)
-    _hotspots_wait(config, max(deadline - time.monotonic(), 60))
+    settings = SinkSettings(bootstrap=config.bootstrap, topic_prefix=config.topic_prefix)
+    outputs = [settings.rollups_topic, settings.accepted_topic, settings.dlq_topic]
+    for _ in range(2):  # again, for any output of the last fold not yet written the first time
+        while behind := unfolded(config):
+            assert time.monotonic() < deadline, f"events not folded, by partition: {behind}"
+            time.sleep(1.0)
+        time.sleep(2.0)
+        topics_wait_caught_up(config.bootstrap, settings.sink_group, outputs, deadline)
 
 
 def hole_seeks(*configs: stack.StackConfig) -> int:
