@@ -48,7 +48,8 @@ from producers.policeuk import (
 )
 from producers.publisher import Rejected
 
-PROPERTY = settings(max_examples=300, derandomize=True, deadline=None, database=None,
+# Seed, database and deadline come from the hypothesis profile (tests/conftest.py).
+PROPERTY = settings(max_examples=300,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 SLOW = 5.0  # seconds for one example: far above any honest one, well below a hang
 

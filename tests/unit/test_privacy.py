@@ -23,7 +23,8 @@ from sinks import privacy
 from sinks.privacy import ROUND_TO, THRESHOLD, publish, release_cells, release_districts, suppressed
 from tests.unit.test_store import worker_output, write
 
-PROPERTY = settings(max_examples=400, derandomize=True, deadline=None, database=None)
+# Seed, database and deadline come from the hypothesis profile (tests/conftest.py).
+PROPERTY = settings(max_examples=400)
 MONDAY = date.fromisocalendar(2090, 10, 1)
 CENTRE = (51.7356, 0.4685)
 COUNTS = (23, 12, 4, 1)  # arrests per res-8 cell that week: two publishable, two small
