@@ -116,7 +116,7 @@ class _Common(BaseSettings):
 
     @property
     def rollups_topic(self) -> str:
-        return f"{self.topic_prefix}.rollups.v1"
+        return f"{self.topic_prefix}.rollups.v2"
 
     @property
     def dlq_topic(self) -> str:
@@ -168,7 +168,9 @@ class ProducerSettings(_Common):
 
 
 class WorkerSettings(_Common):
-    app_id: str = Field("hotspots-worker", description="Faust app id, also its consumer group.")
+    # -v2: rollup states are kept in groups since rollups.v2; a new id makes an upgraded
+    # worker fold the events topic again from the start instead of onto empty groups.
+    app_id: str = Field("hotspots-worker-v2", description="Faust app id, also its consumer group.")
     commit_interval: float = Field(1.0, gt=0, description="Seconds between offset commits.")
     linger_ms: int = Field(20, ge=0, description="Worker producer linger: batching of changelog writes.")
     fold_batch: int = Field(500, ge=1, description="Records (single or bulk) the worker takes at once.")

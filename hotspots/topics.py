@@ -24,8 +24,8 @@ def topic_specs(settings: _Common) -> list[NewTopic]:
     return [
         NewTopic(settings.events_topic, n, 1),
         NewTopic(settings.accepted_topic, n, 1),
-        # Rollup updates carry a key's full state: only the latest per key matters.
-        NewTopic(settings.rollups_topic, n, 1, topic_configs={"cleanup.policy": "compact"}),
+        # Envelopes of rollup states: the worker's own changelog is the compacted copy.
+        NewTopic(settings.rollups_topic, n, 1),
         NewTopic(settings.dlq_topic, 1, 1),
         NewTopic(settings.transitions_topic, 1, 1),
         # Spike alerts: one partition keeps them in the order raised; few, and kept.

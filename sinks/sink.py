@@ -33,16 +33,17 @@ DEAD_LETTER_COLUMNS = ("reason", "source", "detail", "raw")
 
 
 def _rollup(key: bytes, value: bytes) -> list[tuple[Any, ...]]:
-    """A record of the worker's rollups changelog: key "period|res|cell|start|kind", full state.
-
-    The sink's hottest conversion (one per changed key): parsed by hand, not via RollupKey.
-    """
-    period, res, cell, start, kind = orjson.loads(key).split("|")
-    state = orjson.loads(value)
-    day = _DATES.get(start)
-    if day is None:
-        day = _DATES[start] = date.fromisoformat(start)
-    return [(period, int(res), kind, day, int(cell), *state["m"], state["seq"])]
+    """An envelope of rollup states (one per worker fold and partition): a JSON array of rows
+    (period, res, kind, period_start, cell, *measures, seq), each a key's full state."""
+    out = []
+    for row in orjson.loads(value):
+        start = row[3]
+        day = _DATES.get(start)
+        if day is None:
+            day = _DATES[start] = date.fromisoformat(start)
+        row[3] = day
+        out.append(tuple(row))
+    return out
 
 
 _DATES: dict[str, date] = {}  # period starts seen: a few thousand at most

@@ -2,14 +2,15 @@
 
 Topology (topics are prefixed by HOTSPOTS_TOPIC_PREFIX):
 
-    events.v1 --aggregate--> rollups.v1    full state of each changed rollup key (the
-                        |                  changelog of the ``rollups`` table)
+    events.v1 --aggregate--> rollups.v2    envelopes of the full states of the rollup keys
+                        |                  each fold changed (the sink's rollups table)
                         \\--> accepted.v1   validated events with their cells (raw table)
                         \\--> deadletter.v1 refused records, with a reason
 
-Two changelogged tables make redelivery harmless: ``rollups`` keeps, per key, the last
-source offset it applied; ``seen`` keeps where each event_id was first seen, so the
-same event sent twice (a producer retry, a replayed file) is counted once.
+Changelogged tables make redelivery harmless: ``rollups`` keeps groups of key states
+(streams/rollup.py), each with the last source position it applied; ``seen`` keeps where
+each event_id was first seen, so the same event sent twice (a producer retry, a replayed
+file) is counted once.
 """
 
 from __future__ import annotations
@@ -42,9 +43,12 @@ from streams.rollup import (
     INDEX_BITS,
     MAX_PER_RECORD,
     accepted_row,
-    empty_state,
+    copy_group,
+    empty_group,
+    fold_group,
+    group_rows,
     position,
-    rollup_names,
+    rollup_groups,
 )
 
 log = logging.getLogger(__name__)
@@ -90,13 +94,12 @@ def build_app(settings: WorkerSettings) -> faust.App:
                          partitions=settings.partitions)
     dlq = app.topic(settings.dlq_topic, key_serializer="raw", value_serializer="raw",
                     partitions=1)
-    # The rollups table's changelog *is* the aggregates topic: each record is a key's full
-    # state, written once per change, flushed by faust before the source offset is committed.
-    rollups = app.Table("rollups", default=None, partitions=settings.partitions,
-                        changelog_topic=app.topic(settings.rollups_topic,
-                                                  partitions=settings.partitions,
-                                                  compacting=True, deleting=False,
-                                                  key_serializer="json", value_serializer="json"))
+    # Groups of rollup states (streams/rollup.py): one changelog record per group per fold.
+    # The sink does not read this changelog: it gets the changed keys' states on the
+    # rollups topic, a few envelopes per fold instead of a record per key.
+    rollups = app.Table("rollups", default=None, partitions=settings.partitions)
+    rollups_out = app.topic(settings.rollups_topic, key_serializer="raw", value_serializer="raw",
+                            partitions=settings.partitions)
     seen = app.Table("seen", default=None, partitions=settings.partitions)
     # The next source offset to fold, per partition: faust can drop (and ack) a record during
     # a rebalance; streams/progress.py reads such a hole again instead of skipping it.
@@ -140,14 +143,15 @@ def build_app(settings: WorkerSettings) -> faust.App:
     app.on_partitions_assigned.connect(forget_seen)
 
     def fold(records: list[Any]) -> None:
-        """Fold records (single events or bulk ones); write each changed key once, at the end.
+        """Fold records (single events or bulk ones); write each changed group once, at the end.
 
         Every write's future lands in ``sent``; the agent awaits them all before take_events
         acks the records. faust's own pre-commit flush gives up after 0.1 s with messages still
         queued, so without this an offset could be committed ahead of its changelog writes.
         """
-        work: dict[str, tuple[int, dict[str, Any]]] = {}  # private copies of touched states
-        changed: set[str] = set()
+        work: dict[str, tuple[int, dict[str, Any]]] = {}  # private copies of touched groups
+        changed: dict[str, set[str]] = {}  # group -> sub keys this fold changed
+        again: dict[str, set[str]] = {}  # group -> sub keys of redelivered events
         new_seen: dict[int, dict[str, list[Any]]] = {}
         rows: dict[int, list[bytes]] = {}  # by source partition
         # Metrics: counted locally, added to the registry once per label per batch.
@@ -207,30 +211,36 @@ def build_app(settings: WorkerSettings) -> faust.App:
                     index_here[ev.event_id] = [msg.partition, pos, digest]
                     new_seen.setdefault(msg.partition, {})[ev.event_id] = [pos, digest]
                 delta = measures_of(ev)
-                for name in rollup_names(ev, cells):
-                    entry = work.get(name)
+                for group_key, subs in rollup_groups(ev, cells):
+                    entry = work.get(group_key)
                     if entry is None:
-                        current = rollups.data.get(name)
-                        state = ({"m": list(current["m"]), "seq": current["seq"],
-                                  "off": dict(current["off"])} if current else empty_state())
-                        entry = work[name] = (msg.partition, state)
-                    state = entry[1]
-                    if pos <= state["off"].get(part, -1):
-                        continue  # this key already holds this event
-                    sums = state["m"]
-                    for i, amount in enumerate(delta):
-                        if amount:
-                            sums[i] += amount
-                    state["seq"] += 1
-                    state["off"][part] = pos
-                    changed.add(name)
+                        current = rollups.data.get(group_key)
+                        entry = work[group_key] = (msg.partition, copy_group(current) if current
+                                                   else empty_group())
+                    if fold_group(entry[1], subs, delta, part, pos):
+                        changed.setdefault(group_key, set()).update(subs)
+                    else:
+                        # Already counted, but the crash that made this redelivery may have
+                        # come before the rollups envelope of its fold was written: the
+                        # keys' current states are sent again (the sink keeps the highest seq).
+                        again.setdefault(group_key, set()).update(subs)
                 rows.setdefault(msg.partition, []).append(
                     orjson.dumps(accepted_row(ev, raw, cells, (msg.partition, pos))))
                 kinds_out[ev.kind] += 1
-        for name in changed:
-            partition, state = work[name]
-            rollups.data[name] = state
-            sent.append(rollups.send_changelog(partition, name, state))
+        states: dict[int, list[bytes]] = {}  # rows of the rollups topic, by source partition
+        for group_key, resent in again.items():
+            resent.update(changed.get(group_key, ()))
+        for group_key, keys in (changed | again).items():
+            partition, group = work[group_key]
+            states.setdefault(partition, []).extend(
+                orjson.dumps(row) for row in group_rows(group_key, group, keys))
+        for group_key in changed:
+            partition, group = work[group_key]
+            rollups.data[group_key] = group
+            sent.append(rollups.send_changelog(partition, group_key, group))
+        for partition, part_rows in states.items():
+            for envelope in envelopes(part_rows, ENVELOPE_BYTES):
+                sent.append(rollups_out.send_soon(key=None, value=envelope, partition=partition))
         for partition, next_offset in guard.advanced().items():
             progress.data[str(partition)] = next_offset
             sent.append(progress.send_changelog(partition, str(partition), next_offset))

@@ -22,7 +22,7 @@ from hotspots.contract import BULK_CONTENT_TYPE, Arrest, Seizure, content_digest
 from hotspots.geo import cell_of, partition_key, partition_of
 from hotspots.settings import WorkerSettings
 from streams.app import build_app
-from streams.rollup import INDEX_BITS, MAX_PER_RECORD, position
+from streams.rollup import INDEX_BITS, MAX_PER_RECORD, key_name, position
 
 SENTINEL = b"end of scenario"
 ARREST = Arrest(event_id="a-1", occurred_at=datetime(2023, 7, 1, 12, tzinfo=UTC),
@@ -108,6 +108,22 @@ def table(app: faust.App, name: str) -> dict[str, Any]:
     return dict(app.tables[name].items())
 
 
+def states(app: faust.App) -> dict[str, list[int]]:
+    """The rollups table's groups flattened: key name -> [seq, *measures]."""
+    return {key_name(group, sub): state for group, value in table(app, "rollups").items()
+            for sub, state in value["k"].items()}
+
+
+def published(sent: Sent) -> list[tuple[list[Any], int | None]]:
+    """Rows of the rollups topic's envelopes, with the partition each went to."""
+    return [(row, p) for _, v, p in sent.to(".rollups.v2") for row in orjson.loads(v)]
+
+
+def row_name(row: list[Any]) -> str:
+    period, res, kind, start, cell = row[:5]
+    return f"{period}|{res}|{cell}|{start}|{kind}"
+
+
 def seen_ids(app: faust.App) -> dict[str, list[Any]]:
     """The seen table's per-fold records flattened: event_id -> [partition, offset, digest]."""
     out = {}
@@ -127,24 +143,31 @@ def test_valid_events_are_rolled_up_and_invalid_refused(tmp_path, sent):
         await put(agent, SEIZURE)  # offset 3
 
     app = run(tmp_path, 1, scenario)
-    rollups = table(app, "rollups")
-    assert rollups[WEEK8] == {"m": [2, 1, 0, 0, 0, 0, 0, 0], "seq": 2, "off": {"0": position(1)}}
-    # Both arrests share all four keys (same cell, same day); the seizure has its own four.
+    rollups = states(app)
+    assert rollups[WEEK8] == [2, 2, 1, 0, 0, 0, 0, 0, 0]  # seq, then count, charged, ...
+    # Both arrests share all seven keys (same cell, same day); the seizure has its own seven.
     assert sorted(k.split("|")[0] for k in rollups) == ["day"] * 2 + ["month"] * 6 + ["week"] * 6
-    assert all(s["m"][0] == (2 if k.endswith("arrest") else 1) for k, s in rollups.items())
+    assert all(s[1] == (2 if k.endswith("arrest") else 1) for k, s in rollups.items())
     seizure_day = f"day|6|{cell_of(SEIZURE.lat, SEIZURE.lon, 6)}|2023-07-02|seizure"
-    assert rollups[seizure_day]["m"][4] == 2500  # drugs_mg
+    assert rollups[seizure_day][5] == 2500  # drugs_mg
+    # ...in four groups (month, week, two days), each with the last position it applied.
+    groups = table(app, "rollups")
+    assert sorted(k.split("|")[0] for k in groups) == ["day", "day", "month", "week"]
+    assert all(g["off"] == {"0": position(3 if "seizure" in str(g["k"]) else 1)}
+               for g in groups.values())
     assert seen_ids(app) == {"a-1": [0, 0, content_digest(ARREST)],
                              "a-2": [0, 1, content_digest(ARREST_2)],
                              "s-1": [0, 3, content_digest(SEIZURE)]}
     assert list(table(app, "seen")) == ["fold|0|0"]  # one record per fold and partition
     assert sent.dead() == ["personal_data"]
     assert accepted_ids(sent) == ["a-1", "a-2", "s-1"]
-    # The rollups topic is the table's changelog: one write per changed key per batch, on
-    # the source partition, carrying the key's full state.
-    published = sent.to(".rollups.v1")
-    assert len(published) == 2 * 7 and {p for _, _, p in published} == {0}
-    assert dict((k, v) for k, v, _ in published)[WEEK8] == rollups[WEEK8]
+    # The table's changelog: one record per changed group per fold, on the source partition.
+    assert sorted(k for k, _, p in sent.to("rollups-changelog")) == sorted(groups)
+    # The rollups topic: one envelope with the full state of every changed key.
+    assert len(sent.to(".rollups.v2")) == 1
+    rows = published(sent)
+    assert len(rows) == 2 * 7 and {p for _, p in rows} == {0}
+    assert {row_name(r): [r[-1], *r[5:-1]] for r, _ in rows} == rollups
 
 
 def test_resent_event_is_counted_once(tmp_path, sent):
@@ -158,14 +181,35 @@ def test_resent_event_is_counted_once(tmp_path, sent):
         await put(agent, ARREST)  # offset 0 again: a redelivery after a crash
 
     app = run(tmp_path, 1, scenario)
-    rollups = table(app, "rollups")
+    rollups = states(app)
     assert len(rollups) == 7  # 3 monthly, 3 weekly, 1 daily
-    assert all(s == {"m": [1, 1, 0, 0, 0, 0, 0, 0], "seq": 1, "off": {"0": position(0)}}
-               for s in rollups.values())
+    assert all(s == [1, 1, 1, 0, 0, 0, 0, 0, 0] for s in rollups.values())
+    assert all(g["off"] == {"0": position(0)} for g in table(app, "rollups").values())
     assert seen_ids(app) == {"a-1": [0, 0, content_digest(ARREST)]}
     assert sent.dead() == ["duplicate_conflict"]
     assert accepted_ids(sent) == ["a-1", "a-1"]  # the first delivery and the redelivery
-    assert [v["seq"] for _, v, _ in sent.to(".rollups.v1")] == [1] * 7
+    # One fold: each key's state sent once, each of its three groups written once.
+    assert sorted(r[-1] for r, _ in published(sent)) == [1] * 7
+    assert len(sent.to("rollups-changelog")) == 3
+
+
+def test_a_redelivery_in_a_later_fold_sends_the_states_again_but_writes_no_group(tmp_path, sent):
+    """The crash that causes a redelivery may come after a fold's group records were written
+    but before its rollups envelope was: the redelivered events' keys are sent again."""
+    async def scenario(agent):
+        await put(agent, ARREST)  # offset 0
+        await put(agent, ARREST_2)  # offset 1
+        await asyncio.sleep(0.9)  # the fold ends
+        sent.records.clear()
+        agent.sent_offset = 0
+        await put(agent, ARREST)  # the redelivery of both
+        await put(agent, ARREST_2)
+
+    app = run(tmp_path, 1, scenario)
+    assert states(app)[WEEK8] == [2, 2, 1, 0, 0, 0, 0, 0, 0]
+    assert sent.to("rollups-changelog") == []  # nothing changed
+    rows = published(sent)
+    assert len(rows) == 7 and {row_name(r): [r[-1], *r[5:-1]] for r, _ in rows} == states(app)
 
 
 def test_event_on_the_wrong_partition_is_forwarded_home(tmp_path, sent):
@@ -180,9 +224,9 @@ def test_event_on_the_wrong_partition_is_forwarded_home(tmp_path, sent):
     app = run(tmp_path, 4, scenario)
     assert sent.to(".events.v1") == [(key, encode_event(ARREST), home)]
     assert seen_ids(app) == {"a-2": [home, 1, content_digest(ARREST_2)]}
-    assert table(app, "rollups")[WEEK8] == {"m": [1, 0, 0, 0, 0, 0, 0, 0], "seq": 1,
-                                           "off": {str(home): position(1)}}
-    assert {p for _, _, p in sent.to(".rollups.v1")} == {home}
+    assert states(app)[WEEK8] == [1, 1, 0, 0, 0, 0, 0, 0, 0]
+    assert all(g["off"] == {str(home): position(1)} for g in table(app, "rollups").values())
+    assert {p for _, p in published(sent)} == {home}
 
 
 BULK_HEADERS = {"content-type": BULK_CONTENT_TYPE.encode()}
@@ -204,8 +248,8 @@ def test_a_bulk_record_is_folded_event_by_event_and_only_once(tmp_path, sent):
         await put_bulk(agent, [encode_event(third)])  # offset 2
 
     app = run(tmp_path, 1, scenario)
-    assert table(app, "rollups")[WEEK8] == {"m": [3, 2, 0, 0, 0, 0, 0, 0], "seq": 3,
-                                           "off": {"0": position(2, 0)}}
+    assert states(app)[WEEK8] == [3, 3, 2, 0, 0, 0, 0, 0, 0]
+    assert all(g["off"] == {"0": position(2, 0)} for g in table(app, "rollups").values())
     seen = {k: v for ids in table(app, "seen").values() for k, v in ids.items()}
     assert seen == {"a-1": [position(0, 0), content_digest(ARREST)],
                     "a-2": [position(0, 2), content_digest(ARREST_2)],

@@ -24,6 +24,7 @@ from tests.unit.test_agent import (  # noqa: F401  (sent is a fixture)
     accepted_ids,
     put,
     sent,
+    states,
     table,
 )
 
@@ -103,7 +104,7 @@ def test_agent_reads_a_dropped_record_again_and_counts_each_event_once(tmp_path,
     asyncio.run(asyncio.wait_for(main(), timeout=30))
     assert len(seeks) == 1
     assert accepted_ids(sent) == ["a-1", "a-2", "s-1", "a-3"]
-    assert table(app, "rollups")[WEEK8]["m"][0] == 3  # a-1, a-2 and a-3: each once
+    assert states(app)[WEEK8][1] == 3  # a-1, a-2 and a-3: each once
     assert table(app, "progress") == {"0": 5}
     written = [orjson.loads(v) if isinstance(v, bytes) else v
                for _, v, _ in sent.to("progress-changelog")]

@@ -97,8 +97,9 @@ def keys_in(keys, start: date, end: date) -> set[RollupKey]:
 
 
 def state_record(key: RollupKey, measures: list[int], seq: int = 10**6) -> tuple[bytes, bytes]:
-    """A rollups changelog record whose state wins over the worker's (a higher seq)."""
-    return orjson.dumps(key.encode()), orjson.dumps({"m": measures, "seq": seq, "off": {}})
+    """A row of the rollups topic whose state wins over the worker's (a higher seq)."""
+    row = [key.period, key.res, key.kind, key.start.isoformat(), key.cell, *measures, seq]
+    return b"", orjson.dumps([row])  # an envelope of the rollups topic with this key's state
 
 
 def accepted(events: list[Event]) -> list[bytes]:

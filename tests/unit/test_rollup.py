@@ -16,11 +16,14 @@ from streams.rollup import (
     DAILY_RES,
     RollupKey,
     accepted_row,
-    apply,
-    empty_state,
+    copy_group,
+    empty_group,
+    fold_group,
+    group_rows,
+    key_name,
+    rollup_groups,
     rollup_keys,
     rollup_names,
-    rollup_row,
 )
 
 # Sunday 23:30Z in summer: Monday 2023-07-17 00:30 in London, so the next ISO week.
@@ -74,58 +77,75 @@ def test_rollup_key_round_trip():
     assert RollupKey.decode(key.encode()) == key
 
 
-def test_apply_folds_and_counts_sequence():
+def test_rollup_groups_are_the_keys_grouped_by_period_and_res6_cell():
+    cells = cells_of(SEIZURE.lat, SEIZURE.lon)
+    groups = rollup_groups(SEIZURE, cells)
+    assert groups == [
+        (f"month|{cells[6]}|2023-07-01", tuple(f"{r}|{cells[r]}|seizure" for r in (8, 7, 6))),
+        (f"week|{cells[6]}|2023-07-17", tuple(f"{r}|{cells[r]}|seizure" for r in (8, 7, 6))),
+        (f"day|{cells[6]}|2023-07-17", (f"6|{cells[6]}|seizure",)),
+    ]
+    assert [key_name(g, sub) for g, subs in groups for sub in subs] == [
+        k.encode() for k in rollup_keys(SEIZURE)]
+    crime = SEIZURE.model_copy(update={"time_precision": "month"})
+    assert [g.split("|")[0] for g, _ in rollup_groups(crime, cells)] == ["month"]
+
+
+def test_fold_group_counts_and_keeps_a_sequence_per_key():
     delta = measures_of(SEIZURE)
-    state, changed = apply(None, delta, partition=0, offset=5)
-    assert changed
-    assert state == {"m": list(delta), "seq": 1, "off": {"0": 5}}
-    state, changed = apply(state, delta, partition=0, offset=6)
-    assert changed
-    assert state["m"] == [2 * d for d in delta] and state["seq"] == 2 and state["off"] == {"0": 6}
+    (_, subs), *_ = rollup_groups(SEIZURE, cells_of(SEIZURE.lat, SEIZURE.lon))
+    group = empty_group()
+    assert fold_group(group, subs, delta, "0", 5)
+    assert group["off"] == {"0": 5}
+    assert all(group["k"][sub] == [1, *delta] for sub in subs)
+    assert fold_group(group, subs[:1], delta, "0", 6)
+    assert group["k"][subs[0]] == [2, *(2 * d for d in delta)]
+    assert group["k"][subs[1]] == [1, *delta]  # untouched by the second event
 
 
-def test_apply_skips_redelivered_offsets():
+def test_fold_group_skips_redelivered_positions():
     delta = measures_of(ARREST)
-    state, _ = apply(empty_state(), delta, 0, 10)
-    for offset in (10, 9, 0):  # a redelivery of the same or an earlier message
-        again, changed = apply(state, delta, 0, offset)
-        assert not changed
-        assert again == state
-    state2, changed = apply(state, delta, 0, 11)
-    assert changed and state2["seq"] == 2 and state2["m"][0] == 2
+    subs = ("8|1|arrest",)
+    group = empty_group()
+    fold_group(group, subs, delta, "0", 10)
+    before = copy_group(group)
+    for pos in (10, 9, 0):  # a redelivery of the same or an earlier event
+        assert not fold_group(group, subs, delta, "0", pos)
+        assert group == before
+    assert fold_group(group, subs, delta, "0", 11)
+    assert group["k"][subs[0]][:2] == [2, 2]
 
 
-def test_apply_tracks_partitions_separately():
+def test_fold_group_tracks_partitions_separately():
     delta = measures_of(ARREST)
-    state, _ = apply(None, delta, 0, 100)
-    state, changed = apply(state, delta, 1, 3)  # a lower offset, but on another partition
-    assert changed
-    assert state["off"] == {"0": 100, "1": 3} and state["seq"] == 2 and state["m"][0] == 2
-    _, changed = apply(state, delta, 1, 3)
-    assert not changed
-    _, changed = apply(state, delta, 0, 99)
-    assert not changed
+    subs = ("8|1|arrest",)
+    group = empty_group()
+    fold_group(group, subs, delta, "0", 100)
+    assert fold_group(group, subs, delta, "1", 3)  # a lower position, but another partition
+    assert group["off"] == {"0": 100, "1": 3} and group["k"][subs[0]][:2] == [2, 2]
+    assert not fold_group(group, subs, delta, "1", 3)
+    assert not fold_group(group, subs, delta, "0", 99)
 
 
-def test_apply_does_not_mutate_its_input():
-    before = empty_state()
-    after, _ = apply(before, measures_of(SEIZURE), 0, 0)
-    assert before == empty_state()
-    assert after is not before
+def test_copy_group_is_independent():
+    group = empty_group()
+    fold_group(group, ("8|1|arrest",), measures_of(ARREST), "0", 0)
+    copy = copy_group(group)
+    fold_group(copy, ("8|1|arrest",), measures_of(ARREST), "0", 1)
+    assert group["k"]["8|1|arrest"][0] == 1 and group["off"] == {"0": 0}
 
 
-def test_rollup_row_shape():
-    key = rollup_keys(SEIZURE)[0]
-    state, _ = apply(None, measures_of(SEIZURE), 0, 1)
-    row = rollup_row(key, state)
-    assert list(row) == ["period", "res", "cell", "period_start", "kind", "seq", *MEASURES]
-    assert set(row) == set(ROLLUP_COLUMNS)  # exactly what the sink writes
-    assert row["period"] == "month" and row["res"] == 8 and row["cell"] == key.cell
-    assert row["period_start"] == "2023-07-01" and row["kind"] == "seizure" and row["seq"] == 1
-    assert {m: row[m] for m in MEASURES} == {
-        "count": 1, "charged": 0, "executed": 0, "weapons": 2, "drugs_mg": 1500,
-        "cash_pence": 25075, "sentence_months": 0, "people": 0}
-
+def test_group_rows_are_in_the_sinks_column_order():
+    cells = cells_of(SEIZURE.lat, SEIZURE.lon)
+    group_key, subs = rollup_groups(SEIZURE, cells)[1]
+    group = empty_group()
+    fold_group(group, subs, measures_of(SEIZURE), "0", 1)
+    rows = group_rows(group_key, group, subs[:1])
+    assert len(rows) == 1
+    row = dict(zip(ROLLUP_COLUMNS, rows[0], strict=True))
+    assert row["period"] == "week" and row["res"] == 8 and row["cell"] == cells[8]
+    assert row["period_start"] == "2023-07-17" and row["kind"] == "seizure" and row["seq"] == 1
+    assert {m: row[m] for m in MEASURES} == dict(zip(MEASURES, measures_of(SEIZURE), strict=True))
 
 def test_accepted_row_shape():
     raw = encode_event(SEIZURE)
@@ -175,14 +195,21 @@ def test_rollup_names_equal_the_keys_encoded(at: datetime, precision: str) -> No
     assert rollup_names(event, cells) == [k.encode() for k in rollup_keys(event, cells)]
 
 
-def test_the_sinks_parse_of_a_changelog_record_equals_rollup_row() -> None:
+def test_the_sinks_parse_of_an_envelope_gives_the_keys_rows() -> None:
     import orjson
 
     from sinks.sink import _rollup
 
-    key = rollup_keys(SEIZURE)[3]
-    state = {"m": [1, 0, 0, 2, 1500, 25075, 0, 0], "seq": 4, "off": {"0": 99}}
-    row = rollup_row(key, state)
-    row["period_start"] = key.start
-    assert _rollup(orjson.dumps(key.encode()), orjson.dumps(state)) == [
-        tuple(row[c] for c in ROLLUP_COLUMNS)]
+    cells = cells_of(SEIZURE.lat, SEIZURE.lon)
+    groups = rollup_groups(SEIZURE, cells)
+    rows = []
+    for group_key, subs in groups:
+        group = empty_group()
+        for pos in range(4):
+            fold_group(group, subs, measures_of(SEIZURE), "0", pos)
+        rows += group_rows(group_key, group, subs)
+    parsed = _rollup(b"", orjson.dumps(rows))
+    assert [(r[0], r[1], r[2], r[4]) for r in parsed] == [
+        (k.period, k.res, k.kind, k.cell) for k in rollup_keys(SEIZURE)]
+    assert [r[3] for r in parsed] == [k.start for k in rollup_keys(SEIZURE)]  # dates, not text
+    assert all(r[-1] == 4 and r[5] == 4 and len(r) == len(ROLLUP_COLUMNS) for r in parsed)

@@ -29,7 +29,7 @@ from sinks import queries
 from sinks.queries import QueryError
 from sinks.sink import ROLLUP_COLUMNS, BatchingSink
 from sinks.store import SCHEMA
-from streams.rollup import accepted_row, apply, rollup_keys
+from streams.rollup import accepted_row, empty_group, fold_group, group_rows, rollup_groups
 
 CHELMSFORD = (51.7356, 0.4685)
 BASILDON = (51.5761, 0.4886)
@@ -47,15 +47,15 @@ def arrest(n: int, when: datetime, where=CHELMSFORD, charged: bool = True) -> Ar
 
 def worker_output(events: list[Event]) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
     """What the worker publishes for these events, read from one partition in order: the
-    full state of every rollup key an event touched (the rollups table's changelog records,
-    key and value), and the accepted events (here one per envelope)."""
-    states: dict[str, dict] = {}
+    full state of every rollup key an event touched (rows of the rollups topic, here one per
+    envelope), and the accepted events (here one per envelope)."""
+    groups: dict[str, dict] = {}
     rollups, accepted = [], []
     for offset, event in enumerate(events):
-        for key in rollup_keys(event):
-            name = key.encode()
-            states[name], _ = apply(states.get(name), measures_of(event), 0, offset)
-            rollups.append((orjson.dumps(name), orjson.dumps(states[name])))
+        for group_key, subs in rollup_groups(event, cells_of(event.lat, event.lon)):
+            group = groups.setdefault(group_key, empty_group())
+            fold_group(group, subs, measures_of(event), "0", offset)
+            rollups += [(b"", orjson.dumps([row])) for row in group_rows(group_key, group, subs)]
         accepted.append(orjson.dumps([accepted_row(event, encode_event(event))]))
     return rollups, accepted
 
@@ -155,12 +155,14 @@ def test_redelivered_batch_changes_no_answer(store, sink_settings):
 
 
 def test_higher_seq_replaces_lower(store, sink_settings):
-    key = next(k for k in rollup_keys(arrest(1, at(2033, 2, 1))) if k.period == "week")
-    state = None
+    event = arrest(1, at(2033, 2, 1))
+    group_key, subs = next(g for g in rollup_groups(event, cells_of(event.lat, event.lon))
+                           if g[0].startswith("week"))
+    group = empty_group()
     seen = []
     for offset in range(3):
-        state, _ = apply(state, (1, 1, 0, 0, 0, 0, 0, 0), 0, offset)
-        seen.append((orjson.dumps(key.encode()), orjson.dumps(state)))
+        fold_group(group, subs, (1, 1, 0, 0, 0, 0, 0, 0), "0", offset)
+        seen.append((b"", orjson.dumps(group_rows(group_key, group, subs[:1]))))
 
     def count() -> int:
         (row,) = queries.cells(store, date(2033, 2, 1), date(2033, 2, 1))
