@@ -113,26 +113,23 @@ def status(data_dir: Path | None, fmt: str) -> None:
 @DATA_DIR
 @click.option("--timeout", type=float, default=120.0, show_default=True)
 def wait(data_dir: Path | None, timeout: float) -> None:
-    """Return 0 once everything produced so far is aggregated and queryable."""
+    """Return 0 once everything produced so far is aggregated and queryable.
+
+    The worker has folded every event (its progress changelog, not faust's committed
+    offsets: hotspots/caughtup.py), its spike agents have read what it accepted, and the
+    sink has stored every output. Exit 2 on timeout, naming what is behind."""
+    from hotspots.caughtup import wait_pipeline
     from hotspots.kafka_security import connect_failure
     from hotspots.settings import WorkerSettings
-    from hotspots.topics import wait_caught_up
 
     config = _config(data_dir)
     settings = SinkSettings(data_dir=Path(config.data_dir), topic_prefix=config.topic_prefix,
                             bootstrap=config.bootstrap)
+    worker = WorkerSettings(data_dir=Path(config.data_dir), topic_prefix=config.topic_prefix,
+                            bootstrap=config.bootstrap)
     deadline = time.monotonic() + timeout
     try:
-        # First the worker must have consumed every event; then the sink must have stored
-        # every output the worker had written by that moment.
-        wait_caught_up(config.bootstrap, WorkerSettings().app_id, [settings.events_topic], deadline,
-                       settings)
-        # Then its spike agents (streams/alerts.py): cells from accepted, districts after them.
-        for topic in (settings.accepted_topic, settings.district_events_topic):
-            wait_caught_up(config.bootstrap, WorkerSettings().app_id, [topic], deadline, settings)
-        wait_caught_up(config.bootstrap, settings.sink_group,
-                       [settings.rollups_topic, settings.accepted_topic, settings.dlq_topic,
-                        settings.alerts_topic], deadline, settings)
+        wait_pipeline(config.bootstrap, worker, settings, deadline)
     except TimeoutError as exc:
         _fail(str(exc), code=2)
     except Exception as exc:

@@ -10,13 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
-from kafka import KafkaConsumer, TopicPartition
-
-from hotspots import stack
+from hotspots import caughtup, stack
 from hotspots.settings import SinkSettings, WorkerSettings
 from hotspots.topics import committed_offsets, end_offsets
-from hotspots.topics import wait_caught_up as topics_wait_caught_up
 from tests.faults.chaos import group_members
 from tests.faults.replay import AtLeastOnceProducer, Replay, Truth, produce
 
@@ -94,8 +90,7 @@ def read_stats(path: Path) -> dict[str, Any]:
 def sink_lag(config: stack.StackConfig) -> int:
     """Records on the worker's output topics that the sink has not committed yet."""
     settings = SinkSettings(bootstrap=config.bootstrap, topic_prefix=config.topic_prefix)
-    outputs = [settings.rollups_topic, settings.accepted_topic, settings.dlq_topic]
-    ends = end_offsets(config.bootstrap, outputs)
+    ends = end_offsets(config.bootstrap, caughtup.sink_outputs(settings, spikes=False))
     done = committed_offsets(config.bootstrap, settings.sink_group)
     return sum(end - max(done.get(tp, 0), 0) for tp, end in ends.items())
 
@@ -105,46 +100,14 @@ def sink_committed(config: stack.StackConfig) -> dict[Any, int]:
     return committed_offsets(config.bootstrap, settings.sink_group)
 
 
-def unfolded(config: stack.StackConfig) -> dict[int, int]:
-    """Events per partition that the worker has not folded yet, by its ``progress`` table."""
-    settings = WorkerSettings(bootstrap=config.bootstrap, topic_prefix=config.topic_prefix)
-    ends = end_offsets(config.bootstrap, [settings.events_topic])
-    changelog = f"{settings.app_id}-progress-changelog"
-    consumer = KafkaConsumer(bootstrap_servers=config.bootstrap, enable_auto_commit=False)
-    try:
-        tps = [TopicPartition(changelog, tp.partition) for tp in ends]
-        consumer.assign(tps)
-        last: dict[int, int] = {}  # a partition not read in time counts as not folded
-        wanted = {tp for tp, end in consumer.end_offsets(tps).items() if end}
-        for tp in wanted:
-            consumer.seek(tp, consumer.end_offsets([tp])[tp] - 1)
-        deadline = time.monotonic() + 15
-        while wanted - {TopicPartition(changelog, p) for p in last} and time.monotonic() < deadline:
-            for tp, records in consumer.poll(timeout_ms=1000).items():
-                last[tp.partition] = int(orjson.loads(records[-1].value))
-    finally:
-        consumer.close()
-    return {tp.partition: end - last.get(tp.partition, 0) for tp, end in ends.items()
-            if end > last.get(tp.partition, 0)}
-
-
 def wait_caught_up(config: stack.StackConfig, timeout: float) -> None:
     """The worker folded every event produced (its ``progress`` table), then the sink committed
-    every output the worker wrote (``hotspots.topics.wait_caught_up``, as `hotspots wait`).
-
-    Not `hotspots wait` itself: it judges the worker by faust's committed offsets, which run
-    ahead of what was folded while a hole is read again (streams/progress.py), and were seen
-    stuck for good behind it after a rebalance (a full run hung there until the worker was
-    restarted)."""
-    deadline = time.monotonic() + timeout
-    settings = SinkSettings(bootstrap=config.bootstrap, topic_prefix=config.topic_prefix)
-    outputs = [settings.rollups_topic, settings.accepted_topic, settings.dlq_topic]
-    for _ in range(2):  # again, for any output of the last fold not yet written the first time
-        while behind := unfolded(config):
-            assert time.monotonic() < deadline, f"events not folded, by partition: {behind}"
-            time.sleep(1.0)
-        time.sleep(2.0)
-        topics_wait_caught_up(config.bootstrap, settings.sink_group, outputs, deadline)
+    every output the worker wrote: `hotspots wait` (hotspots/caughtup.py), without the spike
+    agents and alerts, which the suite does not check."""
+    worker = WorkerSettings(bootstrap=config.bootstrap, topic_prefix=config.topic_prefix)
+    sink = SinkSettings(bootstrap=config.bootstrap, topic_prefix=config.topic_prefix)
+    caughtup.wait_pipeline(config.bootstrap, worker, sink, time.monotonic() + timeout,
+                           spikes=False, settle=2.0)
 
 
 def hole_seeks(*configs: stack.StackConfig) -> int:
