@@ -3,7 +3,10 @@
 Two layers: the Compose Specification JSON schema (vendored, see ``schemas/README.md``),
 then this project's deployment rules: every image pinned, every published port on
 127.0.0.1 only, a healthcheck on every long-running service, volumes named and declared,
-``depends_on`` with conditions. Exits 1 listing every problem, 0 when the file is clean.
+``depends_on`` with conditions. And for the product's settings: a file setting
+(HOTSPOTS_BOUNDARIES) points into a read-only mount of its service, a webhook URL comes with
+its signing secret, and secrets are taken from the environment, not written in the file.
+Exits 1 listing every problem, 0 when the file is clean.
 """
 
 from __future__ import annotations
@@ -24,6 +27,11 @@ from jsonschema.exceptions import ValidationError, best_match
 
 LOOPBACK = "127.0.0.1"
 ONE_SHOT = "service_completed_successfully"
+# Settings that name a file the service reads: it must be in a read-only mount.
+FILE_SETTINGS = ("HOTSPOTS_BOUNDARIES",)
+# Secrets: only ever ${VAR}, ${VAR:-} or ${VAR:?message}, never a value or default in the file.
+SECRETS = ("HOTSPOTS_WEBHOOK_SECRET", "HOTSPOTS_SASL_PASSWORD")
+_FROM_ENV = re.compile(r"\$\{\w+(?::?-|:?\?[^}]*)?\}|\$\w+")
 
 # $$ | ${VAR} | ${VAR:-default} and the other ${VAR<op>arg} forms | $VAR
 _VAR = re.compile(r"\$(?:(\$)|\{(\w+)(?:(:?)([-?+])([^}]*))?\}|(\w+))")
@@ -174,6 +182,56 @@ def _depends(where: str, svc: dict[str, Any], services: dict[str, Any]) -> list[
     return problems
 
 
+def environment(svc: dict[str, Any]) -> dict[str, str | None]:
+    """A service's environment, from either form (mapping, or list of NAME=value)."""
+    env = svc.get("environment") or {}
+    if isinstance(env, list):  # NAME alone passes the host's value through
+        return {k: v if sep else None for k, sep, v in (str(e).partition("=") for e in env)}
+    return {str(k): None if v is None else str(v) for k, v in env.items()}
+
+
+def _read_only_targets(svc: dict[str, Any]) -> list[str]:
+    targets = []
+    for vol in svc.get("volumes", []):
+        if isinstance(vol, dict):
+            if vol.get("read_only") in (True, "true") and vol.get("target"):
+                targets.append(str(vol["target"]))
+        else:
+            parts = str(vol).split(":")
+            if len(parts) > 2 and "ro" in parts[2].split(","):
+                targets.append(parts[1])
+    return targets
+
+
+def _settings(where: str, svc: dict[str, Any]) -> list[str]:
+    env, problems = environment(svc), []
+    mounts = [t.rstrip("/") for t in _read_only_targets(svc)]
+    for name in FILE_SETTINGS:
+        path = env.get(name)
+        if path and not any(path.startswith(m + "/") for m in mounts):
+            problems.append(f"{where}: {name} {path!r} is not in a read-only mount of the service: "
+                            "mount its folder (e.g. './outlines:/etc/hotspots/boundaries:ro')")
+    url = env.get("HOTSPOTS_WEBHOOK_URL")
+    if url:
+        if not url.startswith(("https://", "http://")):
+            problems.append(f"{where}: HOTSPOTS_WEBHOOK_URL {url!r} is not an http(s) URL")
+        if not env.get("HOTSPOTS_WEBHOOK_SECRET"):
+            problems.append(f"{where}: HOTSPOTS_WEBHOOK_URL is set without HOTSPOTS_WEBHOOK_SECRET: "
+                            "every alert is signed, and the sink refuses to start without it")
+    return problems
+
+
+def secret_problems(raw: dict[str, Any]) -> list[str]:
+    """Secrets written in the file (before substitution): a value, or a default, is committed."""
+    problems = []
+    for name, svc in (raw.get("services") or {}).items():
+        for var, value in environment(svc).items():
+            if var in SECRETS and value and not _FROM_ENV.fullmatch(value):
+                problems.append(f"services.{name}: {var} is written in the file: take it from the "
+                                f"environment, e.g. ${{{var}:-}}, with no default")
+    return problems
+
+
 def rule_problems(doc: dict[str, Any]) -> list[str]:
     """The project's rules; expects a document the schema accepted."""
     services: dict[str, Any] = doc.get("services") or {}
@@ -186,7 +244,7 @@ def rule_problems(doc: dict[str, Any]) -> list[str]:
     for name, svc in services.items():
         where = f"services.{name}"
         problems += _image(where, svc) + _ports(where, svc) + _volumes(where, svc, declared)
-        problems += _depends(where, svc, services)
+        problems += _depends(where, svc, services) + _settings(where, svc)
         if name not in one_shot and not svc.get("profiles") and not _healthy(svc):
             problems.append(f"{where}: long-running service has no healthcheck (add one, or make "
                             f"it one-shot: a profile, or a dependency with condition {ONE_SHOT})")
@@ -196,15 +254,15 @@ def rule_problems(doc: dict[str, Any]) -> list[str]:
 def check_text(text: str, env: Mapping[str, str] | None = None) -> list[str]:
     """Every problem in a compose file's text; an empty list when it is clean."""
     try:
-        doc = yaml.load(text, Loader=_Loader)  # a SafeLoader: no arbitrary objects
-        doc = interpolate(doc, os.environ if env is None else env)
+        raw = yaml.load(text, Loader=_Loader)  # a SafeLoader: no arbitrary objects
+        doc = interpolate(raw, os.environ if env is None else env)
     except yaml.YAMLError as exc:
         return [f"not valid YAML: {exc}"]
     except ComposeError as exc:
         return [str(exc)]
     if not isinstance(doc, dict):
         return ["not a compose file: the top level must be a mapping"]
-    return schema_problems(doc) or rule_problems(doc)
+    return schema_problems(doc) or rule_problems(doc) + secret_problems(raw)
 
 
 def main(argv: list[str]) -> int:

@@ -71,10 +71,10 @@ class _Common(BaseSettings):
             raise ValueError("accepted_area must be min_lon,min_lat,max_lon,max_lat")
         return value
 
-    @field_validator("sasl_username", "sasl_password", *_KAFKA_FILES, mode="before")
+    @field_validator("sasl_username", "sasl_password", *_KAFKA_FILES, "boundaries", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
-        # Compose files pass unset variables as "" (${VAR:-}).
+        # Compose files pass unset variables as "" (${VAR:-}); an empty path would be ".".
         return None if value == "" else value
 
     @model_validator(mode="after")
@@ -201,6 +201,12 @@ class SinkSettings(_Common):
         None, description="POST each spike alert here as signed JSON (sinks.webhook). Unset: off.")
     webhook_secret: SecretStr | None = Field(
         None, description="HMAC-SHA256 key signing each webhook body; required with webhook_url.")
+
+    @field_validator("webhook_url", "webhook_secret", mode="before")
+    @classmethod
+    def _empty_webhook_is_unset(cls, value: object) -> object:
+        # As compose passes them unset (${VAR:-}): no webhook, and never an empty signing key.
+        return None if value == "" else value
 
     # Access control and the audit log (sinks.auth, sinks.audit; README "Access, privacy and audit").
     api_tokens_file: Path | None = Field(

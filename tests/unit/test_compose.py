@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from hotspots.compose_check import check_text, interpolate, main
+from hotspots.compose_check import check_text, environment, interpolate, main
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -45,6 +46,13 @@ def problems(edit: Callable[[dict[str, Any]], Any] | None = None,
 
 def db(**fields: Any) -> Callable[[dict[str, Any]], None]:
     return lambda doc: doc["services"]["db"].update(fields)
+
+
+def app(**fields: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda doc: doc["services"]["app"].update(fields)
+
+
+OUTLINES = "/etc/hotspots/boundaries/districts.geojson"
 
 
 def test_the_deployment_file_passes():
@@ -83,6 +91,24 @@ def test_the_base_snippet_passes():
     (db(imagee="postgres:16.4"), "schema: services.db: unknown key 'imagee'"),
     (lambda d: d["services"]["app"].update(depends_on={"db": {}}),
      "schema: services.app.depends_on.db: 'condition' is a required property"),
+    # The product's settings.
+    (app(environment={"HOTSPOTS_BOUNDARIES": OUTLINES}),
+     f"services.app: HOTSPOTS_BOUNDARIES '{OUTLINES}' is not in a read-only mount of the service"),
+    (app(environment={"HOTSPOTS_BOUNDARIES": OUTLINES},
+         volumes=["./outlines:/etc/hotspots/boundaries"]), "not in a read-only mount"),
+    (app(environment=[f"HOTSPOTS_BOUNDARIES={OUTLINES}"],
+         volumes=["./outlines:/etc/hotspots/bound:ro"]), "not in a read-only mount"),
+    (app(environment={"HOTSPOTS_WEBHOOK_URL": "https://alerts.example/hook"}),
+     "services.app: HOTSPOTS_WEBHOOK_URL is set without HOTSPOTS_WEBHOOK_SECRET"),
+    (app(environment={"HOTSPOTS_WEBHOOK_URL": "https://alerts.example/hook",
+                      "HOTSPOTS_WEBHOOK_SECRET": "${HOOK_SECRET:-}"}), "without HOTSPOTS_WEBHOOK_SECRET"),
+    (app(environment={"HOTSPOTS_WEBHOOK_URL": "alerts.example/hook"}), "is not an http(s) URL"),
+    (app(environment={"HOTSPOTS_WEBHOOK_SECRET": "s3cret"}),
+     "services.app: HOTSPOTS_WEBHOOK_SECRET is written in the file: take it from the environment"),
+    (app(environment={"HOTSPOTS_WEBHOOK_SECRET": "${HOTSPOTS_WEBHOOK_SECRET:-s3cret}"}),
+     "HOTSPOTS_WEBHOOK_SECRET is written in the file"),
+    (app(environment=["HOTSPOTS_SASL_PASSWORD=pw-${SUFFIX}"]),
+     "HOTSPOTS_SASL_PASSWORD is written in the file"),
 ])
 def test_each_mistake_fails_with_its_message(edit, expected):
     found = problems(edit)
@@ -100,6 +126,17 @@ def test_each_mistake_fails_with_its_message(edit, expected):
         profiles=["tools"]),
     lambda d: d["services"].update(init={"image": "busybox:1.36"}) or d["services"]["app"].update(
         depends_on={"init": {"condition": "service_completed_successfully"}}),
+    # Settings: outlines in a read-only mount (either form), empty means off, secrets from the
+    # environment (substituted, here from nothing: empty).
+    app(environment={"HOTSPOTS_BOUNDARIES": OUTLINES},
+        volumes=["./outlines:/etc/hotspots/boundaries:ro"]),
+    app(environment=[f"HOTSPOTS_BOUNDARIES={OUTLINES}"],
+        volumes=[{"type": "bind", "source": "./outlines", "target": "/etc/hotspots/boundaries/",
+                  "read_only": True}]),
+    app(environment={"HOTSPOTS_BOUNDARIES": "", "HOTSPOTS_WEBHOOK_URL": "${HOOK_URL:-}"}),
+    app(environment={"HOTSPOTS_WEBHOOK_SECRET": "${HOTSPOTS_WEBHOOK_SECRET:-}",
+                     "HOTSPOTS_SASL_PASSWORD": "${KAFKA_SASL_PASSWORD}"}),
+    app(environment=["HOTSPOTS_WEBHOOK_SECRET", "HOTSPOTS_SASL_PASSWORD=$KAFKA_SASL_PASSWORD"]),
 ])
 def test_allowed_forms_pass(edit):
     assert problems(edit) == []
@@ -132,7 +169,8 @@ def test_the_cli_lists_problems_and_exits_1(tmp_path, capsys):
 
 def test_bind_mounted_files_exist():
     # Compose turns a missing bind-mount source into an empty directory instead of failing.
-    doc = yaml.safe_load(COMPOSE.read_text())
+    # Substituted, so that a default such as ${HOTSPOTS_BOUNDARIES_DIR:-./deploy/...} is checked.
+    doc = interpolate(yaml.safe_load(COMPOSE.read_text()), {})
     sources = [v.split(":")[0] for s in doc["services"].values() for v in s.get("volumes", [])
                if isinstance(v, str) and v.startswith("./")]
     assert sources
@@ -149,3 +187,45 @@ def test_grafana_reads_clickhouse_as_the_read_only_user():
     assert user is not None
     profile = users.find(f"profiles/{user.findtext('profile')}")
     assert profile is not None and profile.findtext("readonly") == "1"
+
+
+def _deployment(env: dict[str, str]) -> dict[str, Any]:
+    return interpolate(yaml.safe_load(COMPOSE.read_text()), env)
+
+
+def test_the_deployment_file_with_outlines_and_a_webhook():
+    env = {"HOTSPOTS_BOUNDARIES_FILE": "essex.geojson", "HOTSPOTS_WEBHOOK_URL": "https://x.example/h",
+           "HOTSPOTS_WEBHOOK_SECRET": "s3cret", "HOTSPOTS_BOUNDARIES_DIR": "/srv/outlines"}
+    assert check_text(COMPOSE.read_text(), env=env) == []
+    services = _deployment(env)["services"]
+    for name in ("worker", "sink"):  # district alerts in the worker, district rollups in the sink
+        assert environment(services[name])["HOTSPOTS_BOUNDARIES"] == "/etc/hotspots/boundaries/essex.geojson"
+        assert "/srv/outlines:/etc/hotspots/boundaries:ro" in services[name]["volumes"]
+    sink = environment(services["sink"])
+    assert sink["HOTSPOTS_WEBHOOK_URL"] == "https://x.example/h"
+    assert sink["HOTSPOTS_WEBHOOK_SECRET"] == "s3cret"
+    # A URL without its secret is caught here, not by a sink that will not start.
+    del env["HOTSPOTS_WEBHOOK_SECRET"]
+    assert check_text(COMPOSE.read_text(), env=env) == [
+        "services.sink: HOTSPOTS_WEBHOOK_URL is set without HOTSPOTS_WEBHOOK_SECRET: every alert is "
+        "signed, and the sink refuses to start without it"]
+
+
+@pytest.mark.parametrize("name", ["worker", "sink"])
+def test_the_deployment_defaults_mean_no_districts_and_no_webhook(monkeypatch, name):
+    """What compose passes with none of the optional variables set, read by the settings."""
+    from hotspots.settings import SinkSettings, WorkerSettings
+
+    env = environment(_deployment({})["services"][name])
+    for var in list(os.environ):
+        if var.startswith("HOTSPOTS_"):
+            monkeypatch.delenv(var)
+    for var, value in env.items():
+        if var.startswith("HOTSPOTS_") and value is not None:
+            monkeypatch.setenv(var, value)
+    assert env["HOTSPOTS_BOUNDARIES"] == ""
+    settings = (WorkerSettings if name == "worker" else SinkSettings)()
+    assert settings.boundaries is None
+    if isinstance(settings, SinkSettings):
+        assert env["HOTSPOTS_WEBHOOK_URL"] == env["HOTSPOTS_WEBHOOK_SECRET"] == ""
+        assert settings.webhook_url is None and settings.webhook_secret is None
