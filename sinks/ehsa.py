@@ -37,7 +37,7 @@ from hotspots.contract import KINDS
 from hotspots.geo import RESOLUTIONS, to_str
 from hotspots.periods import iso_week_label
 from hotspots.settings import _Common
-from sinks.gistar import MAX_K, gi_star, study_area
+from sinks.gistar import MAX_K, STUDY_AREA_SQL, gi_star, study_area
 from sinks.queries import QueryError
 from sinks.store import Store
 
@@ -116,8 +116,7 @@ def _analyse(store: Store, end_week: date, kind: str, res: int, weeks: int,
     """EHSA rows with integer cells, in study-area order."""
     _check(end_week, kind, res, weeks, k)
     starts = [end_week - timedelta(weeks=weeks - 1 - i) for i in range(weeks)]
-    seen = store.query("SELECT DISTINCT cell FROM {db}.rollups FINAL WHERE res = %(res)s AND count > 0",
-                       {"res": res})
+    seen = store.query(STUDY_AREA_SQL, {"res": res})
     rows = store.query(
         """SELECT period_start, cell, count FROM {db}.rollups FINAL
            WHERE period = 'week' AND res = %(res)s AND kind = %(kind)s

@@ -156,6 +156,15 @@ def gi_star(counts: Mapping[int, float] | Sequence[float] | np.ndarray, area: Se
                     None if sim is None else float(sim[i])) for i, cell in enumerate(area)]
 
 
+# Every cell at one resolution with any event (the study area before its k-ring), and one
+# period's counts of one kind: what gistar() runs, and what bench/queries.py times.
+STUDY_AREA_SQL = "SELECT DISTINCT cell FROM {db}.rollups FINAL WHERE res = %(res)s AND count > 0"
+
+COUNTS_SQL = """SELECT cell, count FROM {db}.rollups FINAL
+           WHERE period = %(period)s AND res = %(res)s AND kind = %(kind)s
+             AND period_start = %(start)s AND count > 0"""
+
+
 def gistar(store: Store, period: str, start: date, kind: str, res: int,
            k: int = 1) -> list[dict[str, Any]]:
     """Gi* hot and cold spots of one kind in one week or month, hottest first. The study area is
@@ -164,12 +173,9 @@ def gistar(store: Store, period: str, start: date, kind: str, res: int,
     check_args(GISTAR_PERIODS, period, start, res, kind)
     if not 1 <= k <= MAX_K:
         raise QueryError(f"k must be between 1 and {MAX_K}")
-    seen = store.query("SELECT DISTINCT cell FROM {db}.rollups FINAL WHERE res = %(res)s AND count > 0",
-                       {"res": res})
+    seen = store.query(STUDY_AREA_SQL, {"res": res})
     rows = store.query(
-        """SELECT cell, count FROM {db}.rollups FINAL
-           WHERE period = %(period)s AND res = %(res)s AND kind = %(kind)s
-             AND period_start = %(start)s AND count > 0""",
+        COUNTS_SQL,
         {"period": period, "res": res, "kind": kind, "start": start})
     area = study_area((int(r["cell"]) for r in seen), k)
     counts = {int(r["cell"]): int(r["count"]) for r in rows}

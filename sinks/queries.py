@@ -16,6 +16,29 @@ class QueryError(ValueError):
     pass
 
 
+# The statements the API and CLI run, by name: bench/queries.py times these very strings.
+CELLS_SQL = """SELECT cell, period_start, kind, count FROM {db}.rollups FINAL
+           WHERE period = %(period)s AND res = %(res)s
+             AND period_start BETWEEN %(first)s AND %(end)s
+             AND (%(kind)s = '' OR kind = %(kind)s) AND count > 0
+           ORDER BY period_start, kind, cell"""
+
+TOP_SQL = """SELECT cell, count, charged, executed, weapons, drugs_mg, cash_pence,
+                  sentence_months, people
+           FROM {db}.rollups FINAL
+           WHERE period = 'week' AND res = %(res)s AND period_start = %(week)s
+             AND kind = %(kind)s AND count > 0
+           ORDER BY count DESC, cell LIMIT %(limit)s"""
+
+SUMMARY_SQL = """SELECT kind, sum(count) AS count, sum(charged) AS charged, sum(executed) AS executed,
+                  sum(weapons) AS weapons, sum(drugs_mg) AS drugs_mg,
+                  sum(cash_pence) AS cash_pence, sum(sentence_months) AS sentence_months,
+                  sum(people) AS people
+           FROM {db}.rollups FINAL
+           WHERE period = 'day' AND res = %(res)s AND period_start BETWEEN %(start)s AND %(end)s
+           GROUP BY kind"""
+
+
 def _check(res: int, period: str, kind: str | None) -> None:
     if res not in RESOLUTIONS:
         raise QueryError(f"resolution {res} not kept; choose one of {sorted(RESOLUTIONS)}")
@@ -46,11 +69,7 @@ def cells(store: Store, start: date, end: date, res: int = 8, period: str = "wee
     """Counts per (cell, period, kind) for every period that overlaps [start, end]."""
     _check(res, period, kind)
     rows = store.query(
-        """SELECT cell, period_start, kind, count FROM {db}.rollups FINAL
-           WHERE period = %(period)s AND res = %(res)s
-             AND period_start BETWEEN %(first)s AND %(end)s
-             AND (%(kind)s = '' OR kind = %(kind)s) AND count > 0
-           ORDER BY period_start, kind, cell""",
+        CELLS_SQL,
         {"period": period, "res": res, "first": start_of(start, period), "end": end,
          "kind": kind or ""})
     return [{"cell": to_str(r["cell"]), "period_start": r["period_start"].isoformat(),
@@ -61,12 +80,7 @@ def top(store: Store, week: date, kind: str, res: int = 8, limit: int = 10) -> l
     """The busiest cells in one ISO week for one kind."""
     _check(res, "week", kind)
     rows = store.query(
-        """SELECT cell, count, charged, executed, weapons, drugs_mg, cash_pence,
-                  sentence_months, people
-           FROM {db}.rollups FINAL
-           WHERE period = 'week' AND res = %(res)s AND period_start = %(week)s
-             AND kind = %(kind)s AND count > 0
-           ORDER BY count DESC, cell LIMIT %(limit)s""",
+        TOP_SQL,
         {"res": res, "week": week, "kind": kind, "limit": int(limit)})
     shown = KIND_MEASURES.get(kind, ())
     return [{"rank": i + 1, "cell": to_str(r["cell"]), "week_start": week.isoformat(), "kind": kind,
@@ -101,13 +115,7 @@ def _present(measure: str, value: int) -> Any:
 def summary(store: Store, start: date, end: date) -> dict[str, Any]:
     """Headline enforcement figures for London-local dates start..end inclusive."""
     rows = store.query(
-        """SELECT kind, sum(count) AS count, sum(charged) AS charged, sum(executed) AS executed,
-                  sum(weapons) AS weapons, sum(drugs_mg) AS drugs_mg,
-                  sum(cash_pence) AS cash_pence, sum(sentence_months) AS sentence_months,
-                  sum(people) AS people
-           FROM {db}.rollups FINAL
-           WHERE period = 'day' AND res = %(res)s AND period_start BETWEEN %(start)s AND %(end)s
-           GROUP BY kind""",
+        SUMMARY_SQL,
         {"res": DAILY_RES, "start": start, "end": end})
     by_kind = {r["kind"]: r for r in rows}
 
