@@ -157,8 +157,12 @@ def gi_star(counts: Mapping[int, float] | Sequence[float] | np.ndarray, area: Se
 
 
 # Every cell at one resolution with any event (the study area before its k-ring), and one
-# period's counts of one kind: what gistar() runs, and what bench/queries.py times.
-STUDY_AREA_SQL = "SELECT DISTINCT cell FROM {db}.rollups FINAL WHERE res = %(res)s AND count > 0"
+# period's counts of one kind: what gistar() runs, and what bench/queries.py times. Every
+# event feeds a monthly rollup at every resolution, whatever its time precision
+# (streams.rollup.rollup_keys; sinks/reconcile.py checks it), so the monthly rows alone hold
+# every such cell: weekly and daily rows add none, and skipping them reads ~4x fewer rows.
+STUDY_AREA_SQL = """SELECT DISTINCT cell FROM {db}.rollups FINAL
+           WHERE period = 'month' AND res = %(res)s AND count > 0"""
 
 COUNTS_SQL = """SELECT cell, count FROM {db}.rollups FINAL
            WHERE period = %(period)s AND res = %(res)s AND kind = %(kind)s
