@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gzip
 import json
 import os
 import platform
 import random
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -342,15 +344,40 @@ def _pct(values: list[float], q: float) -> float:
 # ------------------------------------------------------------------------------ run
 
 
+@contextlib.contextmanager
+def profiled(config: stack.StackConfig, out: Path | None) -> Iterator[None]:
+    """py-spy profiles of the worker and the sink while the block runs (none without ``out``):
+    flat "raw" stack counts, for `flamegraph.pl` or a quick sort by count."""
+    if out is None:
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    spies = []
+    for name in ("worker", "sink"):
+        pid = (Path(config.data_dir) / "run" / f"{name}.pid").read_text().strip()
+        spies.append(subprocess.Popen(
+            [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", pid, "--format",
+             "raw", "--rate", "50", "--nonblocking", "-o", str(out / f"{name}.txt")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    try:
+        yield
+    finally:
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)
+        for spy in spies:
+            spy.wait(60)
+
+
 def one_run(n: int, partitions: int, seed: int, fresh_seconds: float, producer_sample: int,
-            bulk: int) -> dict[str, Any]:
+            bulk: int, profile: Path | None = None) -> dict[str, Any]:
     lines = event_lines(n, seed, date(2015, 1, 1), 3652, f"bench{seed}")
     with (tempfile.TemporaryDirectory(prefix="hotspots-bench-") as tmp,
           stack.throwaway(Path(tmp), "bench", partitions) as config):
         worker_idle = rss_mb(config, "worker")
         started = time.perf_counter()
-        produced = produce(config, lines, bulk)
-        caught_up(config, time.monotonic() + 3600)
+        with profiled(config, profile):
+            produced = produce(config, lines, bulk)
+            caught_up(config, time.monotonic() + 3600)
         elapsed = time.perf_counter() - started
         worker_after = rss_mb(config, "worker")
         counted = counts_by_kind(config)
@@ -438,13 +465,16 @@ def main() -> None:
     parser.add_argument("--freshness-seconds", type=float, default=30)
     parser.add_argument("--producer-sample", type=int, default=200_000)
     parser.add_argument("--smoke", action="store_true", help="the CI check (see smoke())")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="write py-spy profiles of the worker and sink here (first run)")
     parser.add_argument("--update-reference", action="store_true",
                         help="with --smoke: record this run as the reference")
     args = parser.parse_args()
     if args.smoke:
         sys.exit(smoke(args.events, args.update_reference))
     runs = [one_run(args.events, args.partitions, 1000 + i, args.freshness_seconds,
-                    args.producer_sample, args.bulk) for i in range(args.runs)]
+                    args.producer_sample, args.bulk, args.profile if i == 0 else None)
+            for i in range(args.runs)]
     out = {"when": datetime.now(UTC).isoformat(), "machine": machine(), "runs": runs}
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"pipeline-{datetime.now(UTC):%Y-%m-%dT%H%M%S%z}.json"

@@ -11,6 +11,7 @@ decimals but are aggregated as integers (pence, milligrams) so that sums are exa
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -218,13 +219,19 @@ PERSONAL_DATA_FIELDS = frozenset({
 })
 
 
+_NOT_ALNUM = re.compile(r"[^a-z0-9]")
+
+
 def _folded(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower())
+    return _NOT_ALNUM.sub("", name.lower())
 
 
 _PERSONAL_FOLDED = frozenset(_folded(f) for f in PERSONAL_DATA_FIELDS)
 
 
+# Every field of every event is checked, and feeds repeat a few names: cached, bounded
+# because the names come from outside.
+@functools.lru_cache(maxsize=4096)
 def is_personal_field(name: str) -> bool:
     """Whether a field name is one of PERSONAL_DATA_FIELDS in any spelling: any case, and
     camelCase, kebab-case or spaced ("dateOfBirth", "Date-Of-Birth", "post code")."""

@@ -33,16 +33,15 @@ DEAD_LETTER_COLUMNS = ("reason", "source", "detail", "raw")
 
 
 def _rollup(key: bytes, value: bytes) -> list[tuple[Any, ...]]:
-    """An envelope of rollup states (one per worker fold and partition): a JSON array of rows
-    (period, res, kind, period_start, cell, *measures, seq), each a key's full state."""
+    """An envelope of rollup states (one per worker fold and partition): a JSON array of
+    ``[key name, seq, *measures]``, each a key's full state (streams.rollup.group_rows)."""
     out = []
-    for row in orjson.loads(value):
-        start = row[3]
+    for name, seq, *measures in orjson.loads(value):
+        period, res, cell, start, kind = name.split("|")
         day = _DATES.get(start)
         if day is None:
             day = _DATES[start] = date.fromisoformat(start)
-        row[3] = day
-        out.append(tuple(row))
+        out.append((period, int(res), kind, day, int(cell), *measures, seq))
     return out
 
 

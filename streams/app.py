@@ -36,6 +36,7 @@ from hotspots.contract import (
 from hotspots.geo import PARTITION_RES, cells_of, partition_of, to_str
 from hotspots.kafka_security import faust_credentials
 from hotspots.metrics import BATCH_SIZE, EVENTS_IN, EVENTS_OUT, INVALID, UNKNOWN_KIND, add_counts, observe_lag
+from hotspots.periods import local_date
 from hotspots.settings import WorkerSettings
 from streams.alerts import add_spike_alerts
 from streams.progress import SourceGuard
@@ -43,7 +44,6 @@ from streams.rollup import (
     INDEX_BITS,
     MAX_PER_RECORD,
     accepted_row,
-    copy_group,
     empty_group,
     fold_group,
     group_rows,
@@ -53,6 +53,7 @@ from streams.rollup import (
 
 log = logging.getLogger(__name__)
 ENVELOPE_BYTES = 256 * 1024
+ROWS_PER_ENVELOPE = ENVELOPE_BYTES // 256  # a rollup row encodes to under 256 bytes
 BULK = BULK_CONTENT_TYPE.encode()
 SEEN_BATCH = "fold"  # key prefix of the seen table's per-fold records
 
@@ -149,9 +150,9 @@ def build_app(settings: WorkerSettings) -> faust.App:
         acks the records. faust's own pre-commit flush gives up after 0.1 s with messages still
         queued, so without this an offset could be committed ahead of its changelog writes.
         """
-        work: dict[str, tuple[int, dict[str, Any]]] = {}  # private copies of touched groups
-        changed: dict[str, set[str]] = {}  # group -> sub keys this fold changed
-        again: dict[str, set[str]] = {}  # group -> sub keys of redelivered events
+        work: dict[str, tuple[int, dict[str, Any]]] = {}  # touched groups, with their partition
+        changed: dict[str, set[str]] = {}  # group -> keys this fold changed
+        again: dict[str, set[str]] = {}  # group -> keys of redelivered events
         new_seen: dict[int, dict[str, list[Any]]] = {}
         rows: dict[int, list[bytes]] = {}  # by source partition
         # Metrics: counted locally, added to the registry once per label per batch.
@@ -211,36 +212,40 @@ def build_app(settings: WorkerSettings) -> faust.App:
                     index_here[ev.event_id] = [msg.partition, pos, digest]
                     new_seen.setdefault(msg.partition, {})[ev.event_id] = [pos, digest]
                 delta = measures_of(ev)
-                for group_key, subs in rollup_groups(ev, cells):
+                day = local_date(ev.occurred_at)
+                for group_key, names in rollup_groups(ev, cells, day):
                     entry = work.get(group_key)
                     if entry is None:
-                        current = rollups.data.get(group_key)
-                        entry = work[group_key] = (msg.partition, copy_group(current) if current
-                                                   else empty_group())
-                    if fold_group(entry[1], subs, delta, part, pos):
-                        changed.setdefault(group_key, set()).update(subs)
+                        # Updated in place: a fold's writes are all acknowledged (so already
+                        # serialized) before the next fold, and a failed one ends the process.
+                        group = rollups.data.get(group_key)
+                        if group is None:
+                            group = rollups.data[group_key] = empty_group()
+                        entry = work[group_key] = (msg.partition, group)
+                    if fold_group(entry[1], names, delta, part, pos):
+                        changed.setdefault(group_key, set()).update(names)
                     else:
                         # Already counted, but the crash that made this redelivery may have
                         # come before the rollups envelope of its fold was written: the
                         # keys' current states are sent again (the sink keeps the highest seq).
-                        again.setdefault(group_key, set()).update(subs)
+                        again.setdefault(group_key, set()).update(names)
                 rows.setdefault(msg.partition, []).append(
-                    orjson.dumps(accepted_row(ev, raw, cells, (msg.partition, pos))))
+                    orjson.dumps(accepted_row(ev, raw, cells, (msg.partition, pos), day, delta)))
                 kinds_out[ev.kind] += 1
-        states: dict[int, list[bytes]] = {}  # rows of the rollups topic, by source partition
+        states: dict[int, list[list[Any]]] = {}  # rows of the rollups topic, by partition
         for group_key, resent in again.items():
             resent.update(changed.get(group_key, ()))
         for group_key, keys in (changed | again).items():
             partition, group = work[group_key]
-            states.setdefault(partition, []).extend(
-                orjson.dumps(row) for row in group_rows(group_key, group, keys))
+            states.setdefault(partition, []).extend(group_rows(group, keys))
         for group_key in changed:
             partition, group = work[group_key]
-            rollups.data[group_key] = group
             sent.append(rollups.send_changelog(partition, group_key, group))
-        for partition, part_rows in states.items():
-            for envelope in envelopes(part_rows, ENVELOPE_BYTES):
-                sent.append(rollups_out.send_soon(key=None, value=envelope, partition=partition))
+        for partition, key_rows in states.items():
+            for i in range(0, len(key_rows), ROWS_PER_ENVELOPE):
+                sent.append(rollups_out.send_soon(
+                    key=None, value=orjson.dumps(key_rows[i:i + ROWS_PER_ENVELOPE]),
+                    partition=partition))
         for partition, next_offset in guard.advanced().items():
             progress.data[str(partition)] = next_offset
             sent.append(progress.send_changelog(partition, str(partition), next_offset))

@@ -66,49 +66,49 @@ def position(offset: int, index: int = 0) -> int:
     return offset << INDEX_BITS | index
 
 
-def rollup_names(event: Event, cells: dict[int, int]) -> list[str]:
-    """``[k.encode() for k in rollup_keys(event, cells)]``, from :func:`rollup_groups`."""
-    return [key_name(group, sub) for group, subs in rollup_groups(event, cells) for sub in subs]
-
-
-def key_name(group: str, sub: str) -> str:
-    period, _, start = group.split("|")
-    res, cell, kind = sub.split("|")
-    return f"{period}|{res}|{cell}|{start}|{kind}"
-
-
-# The worker keeps rollup states in *groups*: every key of one period (month, week or day)
-# under one resolution-6 cell shares a group, and a group is one record of the changelog.
-# An event feeds at most three groups, and a batch of events in one area and period
-# rewrites each group once: per-key records cost one changelog write per new key (~5.7
-# per event on sparse data), which was most of the worker's time.
+# The worker keeps rollup states in *groups*: the keys of one resolution-6 cell whose period
+# starts in one calendar month (that month, its weeks, its days) share a group, and a group
+# is one record of the changelog. An event feeds one group (two when its week began in the
+# previous month), and a batch of events in one area and month rewrites that group once.
+# Per-key records cost one changelog write per new key (~5.7 per event on sparse data),
+# which was most of the worker's time.
 #
-# group key  "period|cell6|start"      sub key  "res|cell|kind"
-# group state {"off": {source partition: last position applied}, "k": {sub: [seq, *measures]}}
+# group key   "cell6|YYYY-MM"            key names as RollupKey.encode()
+# group state {"off": {source partition: last position applied}, "k": {key: [seq, *measures]}}
 
 
-def rollup_groups(event: Event, cells: dict[int, int]) -> list[tuple[str, tuple[str, ...]]]:
-    """The groups an event feeds, each with the sub keys it feeds there (rollup_keys, grouped).
+def rollup_groups(event: Event, cells: dict[int, int],
+                  day: date | None = None) -> list[tuple[str, list[str]]]:
+    """The groups an event feeds, each with the keys it feeds there (rollup_keys, grouped).
 
-    The worker's hot path: one London conversion per event.
+    ``day`` is the event's London date when the caller has it already. The worker's hot
+    path: no key objects.
     """
-    day = local_date(event.occurred_at)
+    day = day or local_date(event.occurred_at)
     kind = event.kind
     home = cells[GROUP_RES]
-    subs = tuple(f"{res}|{cells[res]}|{kind}" for res in RESOLUTIONS)
-    groups = [(f"month|{home}|{day.replace(day=1).isoformat()}", subs)]
-    if event.time_precision != "month":
-        week = (day - timedelta(days=day.weekday())).isoformat()
-        groups.append((f"week|{home}|{week}", subs))
-        groups.append((f"day|{home}|{day.isoformat()}", (f"{DAILY_RES}|{home}|{kind}",)))
-    return groups
+    month = day.isoformat()[:7]
+    names = [f"month|{res}|{cells[res]}|{month}-01|{kind}" for res in RESOLUTIONS]
+    if event.time_precision == "month":
+        return [(f"{home}|{month}", names)]
+    week = (day - timedelta(days=day.weekday())).isoformat()
+    weekly = [f"week|{res}|{cells[res]}|{week}|{kind}" for res in RESOLUTIONS]
+    daily = f"day|{DAILY_RES}|{cells[DAILY_RES]}|{day.isoformat()}|{kind}"
+    if week[:7] == month:
+        return [(f"{home}|{month}", [*names, *weekly, daily])]
+    return [(f"{home}|{month}", [*names, daily]), (f"{home}|{week[:7]}", weekly)]
+
+
+def rollup_names(event: Event, cells: dict[int, int]) -> list[str]:
+    """``[k.encode() for k in rollup_keys(event, cells)]``, as the worker makes them."""
+    return [name for _, names in rollup_groups(event, cells) for name in names]
 
 
 def empty_group() -> dict[str, Any]:
     return {"off": {}, "k": {}}
 
 
-def fold_group(group: dict[str, Any], subs: tuple[str, ...], delta: tuple[int, ...],
+def fold_group(group: dict[str, Any], names: list[str], delta: tuple[int, ...],
                partition: str, pos: int) -> bool:
     """Fold one event into a group state in place, unless its position was already applied.
 
@@ -119,54 +119,47 @@ def fold_group(group: dict[str, Any], subs: tuple[str, ...], delta: tuple[int, .
     if pos <= off.get(partition, -1):
         return False
     states = group["k"]
-    for sub in subs:
-        state = states.get(sub)
+    amounts = [(i, amount) for i, amount in enumerate(delta, 1) if amount]
+    for name in names:
+        state = states.get(name)
         if state is None:
-            state = states[sub] = [0] * (len(MEASURES) + 1)
+            state = states[name] = [0] * (len(MEASURES) + 1)
         state[0] += 1
-        for i, amount in enumerate(delta, 1):
-            if amount:
-                state[i] += amount
+        for i, amount in amounts:
+            state[i] += amount
     off[partition] = pos
     return True
 
 
-def copy_group(group: dict[str, Any]) -> dict[str, Any]:
-    return {"off": dict(group["off"]), "k": {sub: list(s) for sub, s in group["k"].items()}}
-
-
-def group_rows(group_key: str, group: dict[str, Any], subs: Iterable[str]) -> list[list[Any]]:
+def group_rows(group: dict[str, Any], names: Iterable[str]) -> list[list[Any]]:
     """Rows of the rollups topic for some keys of a group: each key's full current state,
-    in the sink's column order (period, res, kind, period_start, cell, *measures, seq)."""
-    period, _, start = group_key.split("|")
+    ``[name, seq, *measures]``. The sink splits the name: it has CPU to spare, the worker not."""
     states = group["k"]
-    rows = []
-    for sub in subs:
-        res, cell, kind = sub.split("|")
-        state = states[sub]
-        rows.append([period, int(res), kind, start, int(cell), *state[1:], state[0]])
-    return rows
+    return [[name, *states[name]] for name in names]
 
 
 def accepted_row(event: Event, raw: bytes, cells: dict[int, int] | None = None,
-                 src: tuple[int, int] = (0, 0)) -> dict[str, Any]:
+                 src: tuple[int, int] = (0, 0), day: date | None = None,
+                 measures: tuple[int, ...] | None = None) -> dict[str, Any]:
     """The record published on the accepted topic, for the raw-event table.
 
     ``src`` is (source partition, :func:`position`) where the event was accepted: always the
     same for the same event, so a consumer of the accepted topic can skip redeliveries.
+    ``day`` (London date) and ``measures`` save the worker computing them twice.
     """
     cells = cells or cells_of(event.lat, event.lon)
+    day = day or local_date(event.occurred_at)
     row: dict[str, Any] = {
         "event_id": event.event_id, "kind": event.kind,
         "occurred_at": event.occurred_at.isoformat(),
         "time_precision": event.time_precision,
-        "week_start": week_start(event.occurred_at).isoformat(),
-        "month_start": month_start(event.occurred_at).isoformat(),
+        "week_start": (day - timedelta(days=day.weekday())).isoformat(),
+        "month_start": day.replace(day=1).isoformat(),
         "lat": event.lat, "lon": event.lon, "force": event.force,
         "operation": event.operation or "",
         "cell8": cells[8], "cell7": cells[7], "cell6": cells[6],
         "payload": raw.decode("utf-8", "replace"),
         "src": list(src),
     }
-    row.update(zip(MEASURES, measures_of(event), strict=True))
+    row.update(zip(MEASURES, measures or measures_of(event), strict=True))
     return row

@@ -22,7 +22,7 @@ from hotspots.contract import BULK_CONTENT_TYPE, Arrest, Seizure, content_digest
 from hotspots.geo import cell_of, partition_key, partition_of
 from hotspots.settings import WorkerSettings
 from streams.app import build_app
-from streams.rollup import INDEX_BITS, MAX_PER_RECORD, key_name, position
+from streams.rollup import INDEX_BITS, MAX_PER_RECORD, position
 
 SENTINEL = b"end of scenario"
 ARREST = Arrest(event_id="a-1", occurred_at=datetime(2023, 7, 1, 12, tzinfo=UTC),
@@ -110,18 +110,13 @@ def table(app: faust.App, name: str) -> dict[str, Any]:
 
 def states(app: faust.App) -> dict[str, list[int]]:
     """The rollups table's groups flattened: key name -> [seq, *measures]."""
-    return {key_name(group, sub): state for group, value in table(app, "rollups").items()
-            for sub, state in value["k"].items()}
+    return {name: state for group in table(app, "rollups").values()
+            for name, state in group["k"].items()}
 
 
 def published(sent: Sent) -> list[tuple[list[Any], int | None]]:
     """Rows of the rollups topic's envelopes, with the partition each went to."""
     return [(row, p) for _, v, p in sent.to(".rollups.v2") for row in orjson.loads(v)]
-
-
-def row_name(row: list[Any]) -> str:
-    period, res, kind, start, cell = row[:5]
-    return f"{period}|{res}|{cell}|{start}|{kind}"
 
 
 def seen_ids(app: faust.App) -> dict[str, list[Any]]:
@@ -150,11 +145,13 @@ def test_valid_events_are_rolled_up_and_invalid_refused(tmp_path, sent):
     assert all(s[1] == (2 if k.endswith("arrest") else 1) for k, s in rollups.items())
     seizure_day = f"day|6|{cell_of(SEIZURE.lat, SEIZURE.lon, 6)}|2023-07-02|seizure"
     assert rollups[seizure_day][5] == 2500  # drugs_mg
-    # ...in four groups (month, week, two days), each with the last position it applied.
+    # ...in two groups: the cell's July, and its June (the week of 26 June), each with the
+    # last position it applied.
     groups = table(app, "rollups")
-    assert sorted(k.split("|")[0] for k in groups) == ["day", "day", "month", "week"]
-    assert all(g["off"] == {"0": position(3 if "seizure" in str(g["k"]) else 1)}
-               for g in groups.values())
+    cell6 = cell_of(ARREST.lat, ARREST.lon, 6)
+    assert groups.keys() == {f"{cell6}|2023-07", f"{cell6}|2023-06"}
+    assert all(g["off"] == {"0": position(3)} for g in groups.values())
+    assert all(k.startswith("week") for k in groups[f"{cell6}|2023-06"]["k"])
     assert seen_ids(app) == {"a-1": [0, 0, content_digest(ARREST)],
                              "a-2": [0, 1, content_digest(ARREST_2)],
                              "s-1": [0, 3, content_digest(SEIZURE)]}
@@ -167,7 +164,7 @@ def test_valid_events_are_rolled_up_and_invalid_refused(tmp_path, sent):
     assert len(sent.to(".rollups.v2")) == 1
     rows = published(sent)
     assert len(rows) == 2 * 7 and {p for _, p in rows} == {0}
-    assert {row_name(r): [r[-1], *r[5:-1]] for r, _ in rows} == rollups
+    assert {r[0]: r[1:] for r, _ in rows} == rollups
 
 
 def test_resent_event_is_counted_once(tmp_path, sent):
@@ -188,9 +185,9 @@ def test_resent_event_is_counted_once(tmp_path, sent):
     assert seen_ids(app) == {"a-1": [0, 0, content_digest(ARREST)]}
     assert sent.dead() == ["duplicate_conflict"]
     assert accepted_ids(sent) == ["a-1", "a-1"]  # the first delivery and the redelivery
-    # One fold: each key's state sent once, each of its three groups written once.
-    assert sorted(r[-1] for r, _ in published(sent)) == [1] * 7
-    assert len(sent.to("rollups-changelog")) == 3
+    # One fold: each key's state sent once, each of its two groups written once.
+    assert sorted(r[1] for r, _ in published(sent)) == [1] * 7
+    assert len(sent.to("rollups-changelog")) == 2
 
 
 def test_a_redelivery_in_a_later_fold_sends_the_states_again_but_writes_no_group(tmp_path, sent):
@@ -209,7 +206,7 @@ def test_a_redelivery_in_a_later_fold_sends_the_states_again_but_writes_no_group
     assert states(app)[WEEK8] == [2, 2, 1, 0, 0, 0, 0, 0, 0]
     assert sent.to("rollups-changelog") == []  # nothing changed
     rows = published(sent)
-    assert len(rows) == 7 and {row_name(r): [r[-1], *r[5:-1]] for r, _ in rows} == states(app)
+    assert len(rows) == 7 and {r[0]: r[1:] for r, _ in rows} == states(app)
 
 
 def test_event_on_the_wrong_partition_is_forwarded_home(tmp_path, sent):

@@ -98,8 +98,7 @@ def keys_in(keys, start: date, end: date) -> set[RollupKey]:
 
 def state_record(key: RollupKey, measures: list[int], seq: int = 10**6) -> tuple[bytes, bytes]:
     """A row of the rollups topic whose state wins over the worker's (a higher seq)."""
-    row = [key.period, key.res, key.kind, key.start.isoformat(), key.cell, *measures, seq]
-    return b"", orjson.dumps([row])  # an envelope of the rollups topic with this key's state
+    return b"", orjson.dumps([[key.encode(), seq, *measures]])
 
 
 def accepted(events: list[Event]) -> list[bytes]:
