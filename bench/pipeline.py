@@ -252,20 +252,23 @@ def bare_loop(config: stack.StackConfig, expected: int) -> float:
 
 
 def freshness(config: stack.StackConfig, rate: float, seconds: float) -> dict[str, Any]:
-    """Probe events, one every 0.5 s among single events at ``rate``/s: seconds to queryable."""
-    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    """Probe events, one every 0.5 s among single events at ``rate``/s: seconds to queryable.
 
-    from hotspots.geo import partition_key
+    Every event goes through the product's live path: validated and sent alone (no bulk) by
+    its producer, keyed by cell. (Until 2026-11-28 the load was sent unkeyed by a bare
+    KafkaProducer, so the worker re-routed nearly every event: two passes through faust.)
+    """
+    from kafka import KafkaConsumer, TopicPartition
+
+    from producers.publisher import EventPublisher
 
     settings = ProducerSettings(bootstrap=config.bootstrap, topic_prefix=config.topic_prefix)
-    producer = KafkaProducer(bootstrap_servers=config.bootstrap, acks="all",
-                             enable_idempotence=True, linger_ms=settings.linger_ms,
-                             compression_type=settings.compression)
+    admission = settings.admission()
+    producer = EventPublisher(settings, source="bench-freshness")
     topic = settings.events_topic
     lat, lon = TOWNS[3]
     probe_day = date(2011, 3, 9)  # its own week: nothing else lands there
     week = probe_day - timedelta(days=probe_day.weekday())
-    key = partition_key(lat, lon)
     load = live_load(datetime.now(UTC).date() - timedelta(days=6), f"fresh-{uuid.uuid4().hex[:6]}")
     # Kafka alone: a consumer of the events topic, seeing the probes arrive.
     watcher = KafkaConsumer(bootstrap_servers=config.bootstrap, enable_auto_commit=False)
@@ -299,14 +302,14 @@ def freshness(config: stack.StackConfig, rate: float, seconds: float) -> dict[st
         while len(visible) < probes:
             now = time.monotonic()
             while sent < (now - started) * rate:  # the steady load
-                producer.send(topic, value=next(load), key=None)
+                producer.send(admission.admit(next(load)))
                 sent += 1
             if len(sent_at) < probes and now >= next_probe:
                 probe = {"v": 1, "kind": "warrant", "event_id": f"probe-{uuid.uuid4().hex}",
                          "occurred_at": f"{probe_day.isoformat()}T12:00:00+00:00", "lat": lat,
                          "lon": lon, "force": "essex", "executed": True, "outcome": "drugs_found"}
-                producer.send(topic, value=orjson.dumps(probe), key=key)
                 sent_at.append(time.time())
+                producer.send(admission.admit(orjson.dumps(probe)))
                 next_probe += 0.5
             rows = client.get("/v1/cells", params=params).json()
             count = sum(r["count"] for r in rows) if isinstance(rows, list) else 0
@@ -345,7 +348,7 @@ def _pct(values: list[float], q: float) -> float:
 
 
 @contextlib.contextmanager
-def profiled(config: stack.StackConfig, out: Path | None) -> Iterator[None]:
+def profiled(config: stack.StackConfig, out: Path | None, phase: str) -> Iterator[None]:
     """py-spy profiles of the worker and the sink while the block runs (none without ``out``):
     flat "raw" stack counts, for `flamegraph.pl` or a quick sort by count."""
     if out is None:
@@ -357,7 +360,7 @@ def profiled(config: stack.StackConfig, out: Path | None) -> Iterator[None]:
         pid = (Path(config.data_dir) / "run" / f"{name}.pid").read_text().strip()
         spies.append(subprocess.Popen(
             [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", pid, "--format",
-             "raw", "--rate", "50", "--nonblocking", "-o", str(out / f"{name}.txt")],
+             "raw", "--rate", "50", "--nonblocking", "-o", str(out / f"{phase}-{name}.txt")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     try:
         yield
@@ -375,7 +378,7 @@ def one_run(n: int, partitions: int, seed: int, fresh_seconds: float, producer_s
           stack.throwaway(Path(tmp), "bench", partitions) as config):
         worker_idle = rss_mb(config, "worker")
         started = time.perf_counter()
-        with profiled(config, profile):
+        with profiled(config, profile, "replay"):
             produced = produce(config, lines, bulk)
             caught_up(config, time.monotonic() + 3600)
         elapsed = time.perf_counter() - started
@@ -404,7 +407,8 @@ def one_run(n: int, partitions: int, seed: int, fresh_seconds: float, producer_s
             result["kafka_python_eps"] = kafka_python_producer(config, producer_sample, size)
             result["record_size"] = size
         if fresh_seconds:
-            result["freshness"] = freshness(config, 2000, fresh_seconds)
+            with profiled(config, profile, "freshness"):
+                result["freshness"] = freshness(config, 2000, fresh_seconds)
         return result
 
 

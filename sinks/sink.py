@@ -95,6 +95,16 @@ class BatchingSink:
 
 
 REJOIN_AFTER = 60.0  # seconds without partitions before the sink replaces its consumer
+# Rows one record may carry: a worker envelope (streams/app.py: ROWS_PER_ENVELOPE rollup
+# rows, or up to 256 KB of accepted events). Polls are sized by it so that the buffer stays
+# near batch_max rows however many rows a record carries.
+ROWS_PER_RECORD = 1024
+
+
+def poll_size(buffered: int, batch_max: int) -> int:
+    """Records to take in the next poll: enough to fill the batch if each carried
+    ROWS_PER_RECORD rows, and at least one."""
+    return max(1, (batch_max - buffered) // ROWS_PER_RECORD)
 
 
 class SinkLoop:
@@ -151,7 +161,8 @@ class SinkLoop:
         self.healthy.set()
         try:
             while not self.stop.is_set():
-                polled = self.consumer.poll(timeout_ms=100, max_records=self.settings.batch_max)
+                polled = self.consumer.poll(
+                    timeout_ms=100, max_records=poll_size(self.sink.size, self.settings.batch_max))
                 unassigned_since = self._rejoin_if_stuck(unassigned_since)
                 for tp, messages in polled.items():
                     for message in messages:

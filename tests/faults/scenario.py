@@ -95,6 +95,12 @@ def sink_lag(config: stack.StackConfig) -> int:
     return sum(end - max(done.get(tp, 0), 0) for tp, end in ends.items())
 
 
+def outputs_written(config: stack.StackConfig) -> int:
+    """Records on the worker's output topics (a fresh stack: every offset starts at 0)."""
+    settings = SinkSettings(bootstrap=config.bootstrap, topic_prefix=config.topic_prefix)
+    return sum(end_offsets(config.bootstrap, caughtup.sink_outputs(settings, spikes=False)).values())
+
+
 def sink_committed(config: stack.StackConfig) -> dict[Any, int]:
     settings = SinkSettings(bootstrap=config.bootstrap, topic_prefix=config.topic_prefix)
     return committed_offsets(config.bootstrap, settings.sink_group)

@@ -7,7 +7,14 @@ import time
 import pytest
 
 from tests.faults.replay import Replay
-from tests.faults.scenario import Background, read_stats, sink_lag, start_harness, wait_caught_up
+from tests.faults.scenario import (
+    Background,
+    outputs_written,
+    read_stats,
+    sink_lag,
+    start_harness,
+    wait_caught_up,
+)
 from tests.faults.verify import check_store
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(1200)]  # a loaded 2-core machine is slow
@@ -31,6 +38,7 @@ def test_slow_sink_lag_grows_memory_stays_bounded_then_drains(fault_stack, tmp_p
             lags.append(sink_lag(fault_stack))
             time.sleep(1.0)
         throttled = read_stats(stats_path)
+        written = outputs_written(fault_stack)
         flag.unlink()  # the sink speeds up again and must drain everything
         wait_caught_up(fault_stack, timeout=300)
     finally:
@@ -38,15 +46,15 @@ def test_slow_sink_lag_grows_memory_stays_bounded_then_drains(fault_stack, tmp_p
         background.stop()
     assert sink_lag(fault_stack) == 0
 
-    # Back-pressure: the sink fell far behind; the backlog waits in Kafka, not in its memory.
-    assert max(lags) > 10 * BATCH_MAX, lags
+    # Back-pressure: the sink fell far behind (most of what the worker wrote was waiting:
+    # records are envelopes of many rows); the backlog waits in Kafka, not in its memory.
+    assert max(lags) > written / 2, (written, lags)
     # Bounded memory: what the sink buffers does not grow with the lag. A flush is due at
-    # batch_max rows, so at most one poll's rows more are held; a poll is bounded by the
-    # consumer's fetch sizes, and an envelope of the accepted topic carries up to a fold's
-    # events of one partition, so one poll can hold a few times batch_max rows.
+    # batch_max rows, and polls are sized so that one poll adds about that many rows
+    # (sinks/sink.py: poll_size), whatever the records carry.
     buffered = throttled["buffered"]  # at every insert, when the buffer is fullest
     assert len(buffered) >= 10, throttled
-    assert max(buffered) <= 6 * BATCH_MAX, f"buffered rows peaked at {max(buffered)}"
+    assert max(buffered) <= 3 * BATCH_MAX, f"buffered rows peaked at {max(buffered)}"
     rss = throttled["rss_kb"]
     warm = rss[len(rss) // 4]  # once the sink's first batches have been through (chDB included)
     assert max(rss) - warm < 250_000, f"sink RSS grew by {(max(rss) - warm) // 1000} MB while lagging"

@@ -27,7 +27,7 @@ from hotspots.geo import cell_of, cells_of, to_str
 from producers.synthetic import PLACES
 from sinks import queries
 from sinks.queries import QueryError
-from sinks.sink import ROLLUP_COLUMNS, BatchingSink
+from sinks.sink import ROLLUP_COLUMNS, ROWS_PER_RECORD, BatchingSink, poll_size
 from sinks.store import SCHEMA
 from streams.rollup import accepted_row, empty_group, fold_group, group_rows, rollup_groups
 
@@ -236,3 +236,14 @@ def test_h3_matches_clickhouse(store):
         assert (row["lat"], row["lon"]) == (lat, lon)  # the very same doubles reached the engine
         assert row["c8"] == cell_of(lat, lon, 8)
         assert {8: row["c8"], 7: row["c7"], 6: row["c6"]} == cells_of(lat, lon)
+
+
+def test_polls_are_sized_so_the_buffer_stays_near_batch_max():
+    # Records may carry up to ROWS_PER_RECORD rows each (worker envelopes): an empty buffer
+    # takes enough to fill a batch, a nearly full one a single record, never zero.
+    assert poll_size(0, 5000) == 5000 // ROWS_PER_RECORD
+    assert poll_size(4999, 5000) == 1
+    assert poll_size(9000, 5000) == 1
+    assert poll_size(0, 10) == 1
+    for buffered in range(0, 5000, 37):
+        assert buffered + poll_size(buffered, 5000) * ROWS_PER_RECORD <= 5000 + ROWS_PER_RECORD
