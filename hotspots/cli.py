@@ -157,8 +157,9 @@ def produce_synthetic(data_dir: Path | None, seed: int) -> None:
 def BULK(default: int) -> Any:
     return click.option(
         "--bulk", type=click.IntRange(0, 10000), default=default, show_default=True,
-        help="Events packed into one Kafka record per partition (0: one record per event, as "
-             "a live feed sends). Bulk records are for backfills: they are sent when full.")
+        help="Events packed into one Kafka record per partition (0: one record per event). A "
+             "bulk is sent when full or when its first event has waited HOTSPOTS_BULK_LINGER_MS "
+             "(20 ms), so live feeds use it too: the worker's cost is mostly per record.")
 
 
 def _publish(config: stack.StackConfig, items: Any, source: str, rate: float | None,
@@ -189,7 +190,7 @@ def _publish(config: stack.StackConfig, items: Any, source: str, rate: float | N
 @DATA_DIR
 @click.argument("source", type=click.File("rb"))
 @click.option("--rate", type=float, default=None, help="Events per second (default: as fast as possible).")
-@BULK(default=0)
+@BULK(default=100)
 def produce_jsonl(data_dir: Path | None, source: Any, rate: float | None, bulk: int) -> None:
     """Events as JSON lines in the contract's shape, from FILE or - (stdin)."""
     from hotspots.contract import InvalidEvent

@@ -165,6 +165,9 @@ class BrokerSettings(_Common):
 class ProducerSettings(_Common):
     linger_ms: int = Field(20, ge=0, description="kafka-python linger.ms: batching delay.")
     compression: str = Field("gzip", description="Producer compression codec.")
+    bulk_linger_ms: int = Field(
+        20, ge=0, description="Longest an event waits in a partial bulk record before it is sent "
+                              "(producers with --bulk > 1). 0: partial bulks wait for flush().")
 
 
 class WorkerSettings(_Common):

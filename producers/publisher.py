@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -48,9 +49,11 @@ class EventPublisher:
     """Sends events and counts what the broker acknowledged; only acknowledged counts as sent.
 
     ``bulk`` > 1 packs up to that many events bound for one partition into one record
-    (newline-delimited JSON, content-type BULK_CONTENT_TYPE), for replays and backfills:
-    Kafka and the worker then pay their per-record cost once per bulk. A bulk is sent when
-    full and on flush(); live feeds keep bulk=0 so that each event leaves at once.
+    (newline-delimited JSON, content-type BULK_CONTENT_TYPE): Kafka and the worker then pay
+    their per-record cost once per bulk, which is most of the worker's cost per event when
+    events come one by one. A bulk is sent when full, when its first event has waited
+    ``settings.bulk_linger_ms`` (a background thread sees to it, so a live event is never
+    held longer), and on flush(). bulk=0 sends each event as its own record.
     """
 
     def __init__(self, settings: ProducerSettings, source: str, bulk: int = 0) -> None:
@@ -64,6 +67,10 @@ class EventPublisher:
         self.bulk = bulk
         self._bulks: dict[int, list[bytes]] = {}  # partition -> encoded events waiting
         self._bulk_bytes: dict[int, int] = {}
+        self._bulk_since: dict[int, float] = {}  # partition -> when its first event was added
+        self._bulk_lock = threading.Lock()  # the sender's thread and the linger thread
+        self._linger = settings.bulk_linger_ms / 1000
+        self._closed = threading.Event()
         self._partitions = 0
         try:
             self.producer = KafkaProducer(
@@ -79,6 +86,17 @@ class EventPublisher:
             )
         except KafkaError as exc:
             raise PublishError(connect_failure(settings, exc)) from None
+        if bulk > 1 and self._linger > 0:
+            threading.Thread(target=self._send_lingering, name="bulk-linger", daemon=True).start()
+
+    def _send_lingering(self) -> None:
+        """Send every bulk whose first event has waited the linger time."""
+        while not self._closed.wait(self._linger / 2):
+            now = time.monotonic()
+            with self._bulk_lock:
+                for partition, since in list(self._bulk_since.items()):
+                    if now - since >= self._linger:
+                        self._send_bulk(partition)
 
     def _ok(self, _meta: Any, events: int = 1) -> None:
         self.acked += events
@@ -115,18 +133,24 @@ class EventPublisher:
             self._partitions = len(found)
         partition = partition_of(partition_key(event.lat, event.lon), self._partitions)
         line = encode_event(event)
-        waiting = self._bulks.setdefault(partition, [])
-        if waiting and self._bulk_bytes[partition] + len(line) + 1 > BULK_BYTES:
-            self._send_bulk(partition)
-            waiting = self._bulks.setdefault(partition, [])
-        waiting.append(line)
-        self._bulk_bytes[partition] = self._bulk_bytes.get(partition, 0) + len(line) + 1
-        if len(waiting) >= self.bulk:
-            self._send_bulk(partition)
+        with self._bulk_lock:
+            waiting = self._bulks.get(partition)
+            if waiting and self._bulk_bytes[partition] + len(line) + 1 > BULK_BYTES:
+                self._send_bulk(partition)
+                waiting = None
+            if waiting is None:
+                waiting = self._bulks[partition] = []
+                self._bulk_since[partition] = time.monotonic()
+            waiting.append(line)
+            self._bulk_bytes[partition] = self._bulk_bytes.get(partition, 0) + len(line) + 1
+            if len(waiting) >= self.bulk:
+                self._send_bulk(partition)
 
     def _send_bulk(self, partition: int) -> None:
+        """Send a partition's waiting bulk; the caller holds ``_bulk_lock``."""
         lines = self._bulks.pop(partition, [])
         self._bulk_bytes.pop(partition, None)
+        self._bulk_since.pop(partition, None)
         if not lines:
             return
         headers = [("contract", f"v{CONTRACT_VERSION}".encode()),
@@ -152,8 +176,9 @@ class EventPublisher:
         return self.acked
 
     def flush(self, timeout: float = 60.0) -> None:
-        for partition in list(self._bulks):
-            self._send_bulk(partition)
+        with self._bulk_lock:
+            for partition in list(self._bulks):
+                self._send_bulk(partition)
         try:
             self.producer.flush(timeout=timeout)
         except KafkaError as exc:
@@ -163,6 +188,10 @@ class EventPublisher:
                                f"{self.failed[0]}); acknowledged: {self.acked}")
 
     def close(self) -> None:
+        self._closed.set()
+        with self._bulk_lock:  # whatever still waits leaves before the producer closes
+            for partition in list(self._bulks):
+                self._send_bulk(partition)
         self.producer.close(timeout=10)
 
     def __enter__(self) -> EventPublisher:
