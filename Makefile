@@ -43,8 +43,9 @@ down: ## Stop the stack
 status: ## Show the stack's health
 	$(HOTSPOTS) status
 
-test: install kafka-jars web-deps lint ## Run every test but the fault suite: unit, then integration against the real broker
+test: install kafka-jars web-deps lint ## Every test: unit, integration against the real broker, then the fault suite reduced (200k events, 20 kill -9s)
 	$(BIN)/pytest tests -q --ignore=tests/faults
+	HOTSPOTS_FAULT_EVENTS=200000 $(BIN)/pytest tests/faults -q
 
 test-unit: install ## Unit tests only (no broker)
 	$(BIN)/pytest tests/unit -q
