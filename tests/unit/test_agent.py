@@ -290,3 +290,31 @@ def test_seen_ids_are_recovered_from_the_table_after_a_restart(tmp_path, sent):
 
     asyncio.run(asyncio.wait_for(main(), timeout=30))
     assert accepted_ids(sent) == ["s-1"]
+
+
+def test_the_seen_record_of_a_large_fold_is_split_below_kafkas_message_limit(tmp_path, sent,
+                                                                             monkeypatch):
+    import streams.app
+
+    monkeypatch.setattr(streams.app, "SEEN_PER_RECORD", 2)
+    events = [ARREST.model_copy(update={"event_id": f"a-{i}"}) for i in range(5)]
+
+    async def scenario(agent):
+        await put_bulk(agent, [encode_event(e) for e in events])  # offset 0: five new ids
+
+    app = run(tmp_path, 1, scenario)
+    records = table(app, "seen")
+    assert sorted(len(ids) for ids in records.values()) == [1, 2, 2]
+    assert sorted(records) == sorted(f"fold|0|{position(0, i)}" for i in (0, 2, 4))
+    assert {k for ids in records.values() for k in ids} == {e.event_id for e in events}
+
+
+def test_a_full_seen_record_with_the_longest_ids_stays_far_below_1_mb():
+    from streams.app import SEEN_PER_RECORD, seen_pieces
+
+    ids = {f"{i:0128d}": [position(10**9, i % MAX_PER_RECORD), "f" * 24]
+           for i in range(3 * SEEN_PER_RECORD + 1)}
+    pieces = list(seen_pieces(ids))
+    assert [len(p) for p in pieces] == [SEEN_PER_RECORD] * 3 + [1]
+    assert max(len(orjson.dumps(p)) for p in pieces) < 512 * 1024
+    assert [k for p in pieces for k in p] == list(ids)  # position order kept
