@@ -33,9 +33,13 @@ from pydantic_core import PydanticCustomError
 CONTRACT_VERSION: Literal[1] = 1
 CONTENT_TYPE = "application/json"
 # A bulk record: many events, one per line (newline-delimited JSON), for replays and backfills.
-# Every line is an event of this contract, validated on its own; live producers send single
-# events. The header, not the value, tells the two apart.
+# Every line is an event of this contract, validated on its own; the product's producer sends
+# them for live feeds too, after a short linger. The header, not the value, tells the two apart.
 BULK_CONTENT_TYPE = "application/x-ndjson"
+# Rows at most in one envelope of the worker's rollups topic (a JSON array of
+# [key, seq, *measures], each under 256 bytes): 256 KB, far below Kafka's 1 MB limit. The sink
+# sizes its polls by it.
+ROWS_PER_ENVELOPE = 1024
 MAX_RECORD_BYTES = 16 * 1024
 
 EventId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")]

@@ -17,7 +17,7 @@ from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
 
-from hotspots.contract import MEASURES
+from hotspots.contract import MEASURES, ROWS_PER_ENVELOPE
 from hotspots.kafka_security import connect_failure, kafka_kwargs
 from hotspots.metrics import BATCH_SIZE, SINK_FLUSH, SINK_LAG, SINK_ROWS, observe_lag
 from hotspots.settings import SinkSettings
@@ -95,10 +95,10 @@ class BatchingSink:
 
 
 REJOIN_AFTER = 60.0  # seconds without partitions before the sink replaces its consumer
-# Rows one record may carry: a worker envelope (streams/app.py: ROWS_PER_ENVELOPE rollup
-# rows, or up to 256 KB of accepted events). Polls are sized by it so that the buffer stays
-# near batch_max rows however many rows a record carries.
-ROWS_PER_RECORD = 1024
+# Rows one record may carry: a worker envelope (ROWS_PER_ENVELOPE rollup rows, or up to
+# 256 KB of accepted events, as many). Polls are sized by it so that the buffer stays near
+# batch_max rows however many rows a record carries.
+ROWS_PER_RECORD = ROWS_PER_ENVELOPE
 
 
 def poll_size(buffered: int, batch_max: int) -> int:

@@ -28,6 +28,7 @@ from faust.types import TP
 
 from hotspots.contract import (
     BULK_CONTENT_TYPE,
+    ROWS_PER_ENVELOPE,
     InvalidEvent,
     content_digest,
     dead_letter,
@@ -53,7 +54,6 @@ from streams.rollup import (
 
 log = logging.getLogger(__name__)
 ENVELOPE_BYTES = 256 * 1024
-ROWS_PER_ENVELOPE = ENVELOPE_BYTES // 256  # a rollup row encodes to under 256 bytes
 BULK = BULK_CONTENT_TYPE.encode()
 SEEN_BATCH = "fold"  # key prefix of the seen table's per-fold records
 
@@ -164,8 +164,8 @@ def build_app(settings: WorkerSettings) -> faust.App:
         queued, so without this an offset could be committed ahead of its changelog writes.
         """
         work: dict[str, tuple[int, dict[str, Any]]] = {}  # touched groups, with their partition
-        changed: dict[str, set[str]] = {}  # group -> keys this fold changed
-        again: dict[str, set[str]] = {}  # group -> keys of redelivered events
+        changed: set[str] = set()  # groups this fold changed: their changelog records
+        to_send: dict[str, set[str]] = {}  # group -> keys whose states go to the rollups topic
         new_seen: dict[int, dict[str, list[Any]]] = {}
         rows: dict[int, list[bytes]] = {}  # by source partition
         # Metrics: counted locally, added to the registry once per label per batch.
@@ -236,19 +236,16 @@ def build_app(settings: WorkerSettings) -> faust.App:
                             group = rollups.data[group_key] = empty_group()
                         entry = work[group_key] = (msg.partition, group)
                     if fold_group(entry[1], names, delta, part, pos):
-                        changed.setdefault(group_key, set()).update(names)
-                    else:
-                        # Already counted, but the crash that made this redelivery may have
-                        # come before the rollups envelope of its fold was written: the
-                        # keys' current states are sent again (the sink keeps the highest seq).
-                        again.setdefault(group_key, set()).update(names)
+                        changed.add(group_key)
+                    # A redelivered event's keys are sent too: the crash that caused the
+                    # redelivery may have come before its fold's envelope was written. The
+                    # sink keeps the highest seq, so a state sent twice changes nothing.
+                    to_send.setdefault(group_key, set()).update(names)
                 rows.setdefault(msg.partition, []).append(
                     orjson.dumps(accepted_row(ev, raw, cells, (msg.partition, pos), day, delta)))
                 kinds_out[ev.kind] += 1
         states: dict[int, list[list[Any]]] = {}  # rows of the rollups topic, by partition
-        for group_key, resent in again.items():
-            resent.update(changed.get(group_key, ()))
-        for group_key, keys in (changed | again).items():
+        for group_key, keys in to_send.items():
             partition, group = work[group_key]
             states.setdefault(partition, []).extend(group_rows(group, keys))
         for group_key in changed:
