@@ -47,9 +47,9 @@ import httpx
 import orjson
 
 from hotspots import stack
+from hotspots.caughtup import wait_pipeline
 from hotspots.contract import BULK_CONTENT_TYPE
 from hotspots.settings import ProducerSettings, SinkSettings, WorkerSettings
-from hotspots.topics import end_offsets, lagging
 
 RESULTS = Path(__file__).parent / "results"
 SHARED = Path(os.environ.get("HOTSPOTS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared"))
@@ -138,16 +138,11 @@ def _auth_headers(config: stack.StackConfig) -> dict[str, str]:
 
 
 def caught_up(config: stack.StackConfig, deadline: float) -> None:
-    """Until the worker has committed every event and the sink everything the worker wrote."""
+    """Until the worker has folded every event and the sink stored everything the worker
+    wrote: `hotspots wait` without the spike agents, which are not timed."""
     worker = WorkerSettings(bootstrap=config.bootstrap, topic_prefix=config.topic_prefix)
     sink = SinkSettings(bootstrap=config.bootstrap, topic_prefix=config.topic_prefix)
-    for group, topics in ((worker.app_id, [worker.events_topic]),
-                          (sink.sink_group, [sink.accepted_topic, sink.rollups_topic, sink.dlq_topic])):
-        targets = end_offsets(config.bootstrap, topics)
-        while lagging(config.bootstrap, group, targets):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{group} not caught up")
-            time.sleep(0.1)
+    wait_pipeline(config.bootstrap, worker, sink, deadline, spikes=False, settle=0.0)
 
 
 def rss_mb(config: stack.StackConfig, name: str) -> float:
