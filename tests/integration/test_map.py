@@ -34,6 +34,7 @@ WEEK = "2013-06-03"  # a Monday; this test owns 2013
 # (lat, lon) -> arrests that week; distinct resolution-8 cells around Chelmsford.
 PLACES = {(51.7356, 0.4685): 3, (51.7456, 0.4785): 2, (51.7256, 0.4585): 1}
 EXTRA = (51.7356, 0.4885)  # produced while the page is open: a new cell
+GAP = (51.7456, 0.4985)  # produced while the page has lost its stream: another new cell
 JUSTIFICATION = "integration test of the live map"
 
 
@@ -80,8 +81,8 @@ def test_live_map_draws_updates_and_drills_down(live_stack) -> None:
         pytest.skip(f"needs {', '.join(missing)}")
 
     cells = {h3.latlng_to_cell(lat, lon, 8): n for (lat, lon), n in PLACES.items()}
-    extra = h3.latlng_to_cell(*EXTRA, 8)
-    assert len(cells) == len(PLACES) and extra not in cells
+    extras = {h3.latlng_to_cell(*EXTRA, 8): 1, h3.latlng_to_cell(*GAP, 8): 1}
+    assert len(cells) == len(PLACES) and len(extras) == 2 and not set(extras) & set(cells)
     _publish(live_stack, _arrests(PLACES, "a"))
     # The calibrated synthetic year too (idempotent if another test produced it already).
     run_cli(live_stack, "produce", "synthetic", "--seed", "2023")
@@ -93,7 +94,7 @@ def test_live_map_draws_updates_and_drills_down(live_stack) -> None:
     token = (Path(live_stack.data_dir) / "run" / "operator-token").read_text().strip()
     plan = {"url": f"http://127.0.0.1:{live_stack.api_port}", "token": token,
             "justification": JUSTIFICATION, "start": WEEK, "cells": cells,
-            "extra": extra, "extraCount": 1, "screenshot": str(screenshot),
+            "extras": extras, "screenshot": str(screenshot),
             "synthetic": "2023-07-31"}
     stderr_path = ARTIFACTS / "map-e2e.stderr.txt"
     with stderr_path.open("w") as stderr:
@@ -115,6 +116,11 @@ def test_live_map_draws_updates_and_drills_down(live_stack) -> None:
             assert proc.stdin is not None
             proc.stdin.write("go\n")
             proc.stdin.flush()
+            assert _read(proc, stderr_path)["step"] == "offline"
+            # Stored while the page cannot hear: only the next `hello`'s batch count tells it.
+            _publish(live_stack, _arrests({GAP: 1}, "c"))
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
             done = _read(proc, stderr_path)
             assert proc.wait(timeout=60) == 0
         finally:
@@ -134,7 +140,7 @@ def test_live_map_draws_updates_and_drills_down(live_stack) -> None:
     assert {k: clicked[k] for k in ("cell", "shown")} == {"cell": busiest, "shown": cells[busiest]}
     assert clicked["trend"].startswith("Trend: "), clicked  # a class, or "not classified yet"
 
-    assert done["top"][0] == busiest and sorted(done["top"]) == sorted([*cells, extra])
+    assert done["top"][0] == busiest and sorted(done["top"]) == sorted([*cells, *extras])
     gistar = done["gistar"]  # the study area holds at least this week's cells and their rings
     assert gistar["hexcount"] >= len(cells) + 1 and gistar["error"] == "", gistar
     assert "Gi*" in gistar["legend"] and set(gistar["bins"]) <= {-3, -2, -1, 0, 1, 2, 3}, gistar

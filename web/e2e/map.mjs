@@ -1,9 +1,11 @@
 // Drive the live map in Debian's headless Chromium (playwright-core; no browser download).
 // Run by tests/integration/test_map.py. argv[2] is a JSON plan:
-//   {url, token, justification, start, cells: {h3: count}, extra: h3, extraCount, screenshot,
-//    synthetic?: week start}
+//   {url, token, justification, start, cells: {h3: count}, extras: {h3: count} (two cells),
+//    screenshot, synthetic?: week start}
 // Protocol on stdout, one JSON object a line: {"step": "loaded", ...} once the first period is
-// drawn (the test then produces `extra` and answers "go" on stdin), then {"step": "done", ...}.
+// drawn (the test then produces the first extra and answers "go" on stdin); {"step": "offline"}
+// once the page has drawn it and lost its stream (the test produces the second extra while the
+// page cannot hear, and answers "go"); then {"step": "done", ...}.
 import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
 
@@ -23,13 +25,18 @@ const browser = await chromium.launch({
 });
 const errors = [];
 const external = [];
+let offline = false; // while the test refuses the stream, its failed loads are expected
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
   page.on('pageerror', (err) => errors.push(String(err)));
-  page.on('console', (msg) => { if (msg.type() === 'error') errors.push(msg.text()); });
+  page.on('console', (msg) => {
+    if (msg.type() !== 'error' || (offline && msg.text().includes('net::ERR_FAILED'))) return;
+    errors.push(msg.text());
+  });
   page.on('request', (req) => { if (!req.url().startsWith(plan.url)) external.push(req.url()); });
 
-  await page.goto(plan.url, { waitUntil: 'load' });
+  // Streams of 3 s, so that the test can cut one short between two flushes.
+  await page.goto(`${plan.url}/?stream_seconds=3`, { waitUntil: 'load' });
   // Signed out, the data routes refuse and the page asks for a token and a justification.
   // page.request shares the browser's cookies without being a page load (no console noise).
   const periods = `${plan.url}/v1/periods`;
@@ -53,15 +60,26 @@ try {
   await page.evaluate(() => { window.__notReloaded = true; });
   say({ step: 'loaded', defaultStart, hexcount: expected, canvas: drawn, auth });
 
+  const hexcount = (n) => page.waitForFunction(
+    (m) => document.getElementById('hexcount').dataset.count === String(m), n, { timeout: 120_000 });
   if ((await nextLine()) !== 'go') throw new Error('the test did not say go');
-  await page.waitForFunction(
-    (n) => document.getElementById('hexcount').dataset.count === String(n), expected + 1,
-    { timeout: 120_000 });
+  await hexcount(expected + 1); // told by an `update` on the open stream
+  // Refuse the stream and wait until the open one has ended: a flush now is never announced
+  // by an `update`, only by the batch count of the `hello` after the page reconnects.
+  offline = true;
+  await page.route('**/v1/stream*', (route) => route.abort());
+  await page.waitForFunction(() => !document.getElementById('live').classList.contains('on'),
+    null, { timeout: 30_000 });
+  say({ step: 'offline' });
+  if ((await nextLine()) !== 'go') throw new Error('the test did not say go');
+  await page.unroute('**/v1/stream*');
+  await hexcount(expected + 2);
+  offline = false;
   const notReloaded = await page.evaluate(() => window.__notReloaded === true);
   const updates = Number(await page.textContent('#updates'));
 
   const panel = {};
-  for (const [cell, count] of Object.entries({ ...plan.cells, [plan.extra]: plan.extraCount })) {
+  for (const [cell, count] of Object.entries({ ...plan.cells, ...plan.extras })) {
     await page.evaluate((c) => window.__hotspots.selectCell(c), cell);
     await page.waitForFunction((c) => document.getElementById('cell').dataset.loaded === c, cell);
     panel[cell] = {
@@ -133,7 +151,15 @@ try {
   say({ step: 'done', notReloaded, updates, panel, picked, clicked, top, gistar, layers, synthetic,
     errors, external });
 } catch (err) {
-  say({ step: 'error', message: String(err?.stack ?? err), errors, external });
+  const page = browser.contexts()[0]?.pages()[0];
+  const seen = page ? await page.evaluate(() => ({
+    hexcount: document.getElementById('hexcount').dataset.count,
+    updates: document.getElementById('updates').textContent,
+    error: document.getElementById('error').textContent,
+    batches: window.__hotspots.state.batches,
+    live: document.getElementById('live').classList.contains('on'),
+  })).catch((e) => String(e)) : null;
+  say({ step: 'error', message: String(err?.stack ?? err), seen, errors, external });
   process.exitCode = 1;
 } finally {
   lines.close();

@@ -353,14 +353,30 @@ async function selectCell(cell, redraw = true) {
   }
 }
 
+async function redraw() {
+  state.updates += 1;
+  $('updates').textContent = String(state.updates);
+  if (!$('start').value) await loadPeriods(false);
+  await loadLayer();
+}
+
 function listen() {
-  const source = new EventSource('/v1/stream');
-  source.addEventListener('hello', () => $('live').classList.add('on'));
-  source.addEventListener('update', async () => {
-    state.updates += 1;
-    $('updates').textContent = String(state.updates);
-    if (!$('start').value) await loadPeriods(false);
-    await loadLayer();
+  // ?stream_seconds=N shortens each stream (tests, or proxies that cut long responses).
+  const seconds = new URLSearchParams(window.location.search).get('stream_seconds');
+  const source = new EventSource(seconds ? `/v1/stream?max_seconds=${Number(seconds)}` : '/v1/stream');
+  // The stream ends every minute and the browser reconnects: a flush that lands in that gap
+  // shows only in the next `hello`'s batch count, so compare it with the last one seen.
+  const batchesOf = (msg) => JSON.parse(msg.data).batches;
+  source.addEventListener('hello', async (msg) => {
+    $('live').classList.add('on');
+    const batches = batchesOf(msg);
+    const missed = state.batches !== undefined && batches !== state.batches;
+    state.batches = batches;
+    if (missed) await redraw();
+  });
+  source.addEventListener('update', async (msg) => {
+    state.batches = batchesOf(msg);
+    await redraw();
   });
   source.onerror = async () => {
     $('live').classList.remove('on'); // EventSource reconnects by itself, except after a 401
