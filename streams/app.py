@@ -20,6 +20,7 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import faust
@@ -80,9 +81,17 @@ SEEN_PER_RECORD = 2000
 
 def seen_pieces(ids: dict[str, list[Any]]) -> Iterator[dict[str, list[Any]]]:
     """``ids`` (in position order) in records of at most SEEN_PER_RECORD ids."""
+    if len(ids) <= SEEN_PER_RECORD:
+        yield ids  # the usual case: no copy
+        return
     items = list(ids.items())
     for i in range(0, len(items), SEEN_PER_RECORD):
         yield dict(items[i:i + SEEN_PER_RECORD])
+
+
+def where(origin: str, bulk: bool, index: int) -> str:
+    """A refused line's place for its dead letter: the record, and the line of a bulk one."""
+    return f"{origin}#{index}" if bulk else origin
 
 
 def build_app(settings: WorkerSettings) -> faust.App:
@@ -173,6 +182,7 @@ def build_app(settings: WorkerSettings) -> faust.App:
         kinds_out: Counter[str] = Counter()
         invalid: Counter[str] = Counter()
         newest = 0.0
+        now = datetime.now(UTC)  # the clock of the future_timestamp check, read once per fold
         for record in records:
             msg = record.message
             if not guard.admit(msg.partition, msg.offset, progress.data.get(str(msg.partition))):
@@ -192,11 +202,10 @@ def build_app(settings: WorkerSettings) -> faust.App:
             for index, raw in enumerate(lines):
                 if bulk and not raw.strip():
                     continue
-                where = f"{origin}#{index}" if bulk else origin
                 try:
-                    ev = admission.admit(raw)
+                    ev = admission.admit(raw, now)
                 except InvalidEvent as exc:
-                    refuse(raw, exc.reason, exc.detail, where)
+                    refuse(raw, exc.reason, exc.detail, where(origin, bulk, index))
                     kinds_in[UNKNOWN_KIND] += 1
                     invalid[exc.reason] += 1
                     continue
@@ -218,7 +227,8 @@ def build_app(settings: WorkerSettings) -> faust.App:
                 if first is not None and (first[0] != msg.partition or first[1] != pos):
                     if first[2] != digest:
                         refuse(raw, "duplicate_conflict", f"event_id {ev.event_id} first seen at "
-                               f"offset {first[1] >> INDEX_BITS} with different content", where)
+                               f"offset {first[1] >> INDEX_BITS} with different content",
+                               where(origin, bulk, index))
                         invalid["duplicate_conflict"] += 1
                     continue  # a redelivery of an event already counted
                 if first is None:

@@ -9,6 +9,7 @@ Exactness under at-least-once delivery rests on two facts:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -77,6 +78,31 @@ def position(offset: int, index: int = 0) -> int:
 # group state {"off": {source partition: last position applied}, "k": {key: [seq, *measures]}}
 
 
+@functools.lru_cache(maxsize=1 << 14)
+def day_labels(day: date) -> tuple[str, str, str]:
+    """(month "YYYY-MM", Monday of the week "YYYY-MM-DD", the day "YYYY-MM-DD"): the worker
+    labels every event with them, and ten years hold only 3,653 days."""
+    return day.isoformat()[:7], (day - timedelta(days=day.weekday())).isoformat(), day.isoformat()
+
+
+# Formatting a 64-bit cell as text cost most of rollup_groups: keep each finest cell's
+# "|res|cell|" parts (in RESOLUTIONS order) and the group's cell, a bounded few at a time.
+_CELL_PARTS: dict[int, tuple[tuple[str, ...], str, str]] = {}
+_CELL_PARTS_MAX = 1 << 16
+_DAILY_AT = RESOLUTIONS.index(DAILY_RES)
+
+
+def _cell_parts(cells: dict[int, int]) -> tuple[tuple[str, ...], str, str]:
+    finest = cells[RESOLUTIONS[0]]
+    parts = _CELL_PARTS.get(finest)
+    if parts is None:
+        if len(_CELL_PARTS) >= _CELL_PARTS_MAX:
+            _CELL_PARTS.clear()
+        by_res = tuple(f"|{res}|{cells[res]}|" for res in RESOLUTIONS)
+        parts = _CELL_PARTS[finest] = (by_res, by_res[_DAILY_AT], str(cells[GROUP_RES]))
+    return parts
+
+
 def rollup_groups(event: Event, cells: dict[int, int],
                   day: date | None = None) -> list[tuple[str, list[str]]]:
     """The groups an event feeds, each with the keys it feeds there (rollup_keys, grouped).
@@ -84,16 +110,16 @@ def rollup_groups(event: Event, cells: dict[int, int],
     ``day`` is the event's London date when the caller has it already. The worker's hot
     path: no key objects.
     """
-    day = day or local_date(event.occurred_at)
+    month, week, day_text = day_labels(day or local_date(event.occurred_at))
     kind = event.kind
-    home = cells[GROUP_RES]
-    month = day.isoformat()[:7]
-    names = [f"month|{res}|{cells[res]}|{month}-01|{kind}" for res in RESOLUTIONS]
+    by_res, daily_part, home = _cell_parts(cells)
+    tail = f"{month}-01|{kind}"
+    names = [f"month{part}{tail}" for part in by_res]
     if event.time_precision == "month":
         return [(f"{home}|{month}", names)]
-    week = (day - timedelta(days=day.weekday())).isoformat()
-    weekly = [f"week|{res}|{cells[res]}|{week}|{kind}" for res in RESOLUTIONS]
-    daily = f"day|{DAILY_RES}|{cells[DAILY_RES]}|{day.isoformat()}|{kind}"
+    tail = f"{week}|{kind}"
+    weekly = [f"week{part}{tail}" for part in by_res]
+    daily = f"day{daily_part}{day_text}|{kind}"
     if week[:7] == month:
         return [(f"{home}|{month}", [*names, *weekly, daily])]
     return [(f"{home}|{month}", [*names, daily]), (f"{home}|{week[:7]}", weekly)]
@@ -148,13 +174,13 @@ def accepted_row(event: Event, raw: bytes, cells: dict[int, int] | None = None,
     ``day`` (London date) and ``measures`` save the worker computing them twice.
     """
     cells = cells or cells_of(event.lat, event.lon)
-    day = day or local_date(event.occurred_at)
+    month, week, _ = day_labels(day or local_date(event.occurred_at))
     row: dict[str, Any] = {
         "event_id": event.event_id, "kind": event.kind,
         "occurred_at": event.occurred_at.isoformat(),
         "time_precision": event.time_precision,
-        "week_start": (day - timedelta(days=day.weekday())).isoformat(),
-        "month_start": day.replace(day=1).isoformat(),
+        "week_start": week,
+        "month_start": f"{month}-01",
         "lat": event.lat, "lon": event.lon, "force": event.force,
         "operation": event.operation or "",
         "cell8": cells[8], "cell7": cells[7], "cell6": cells[6],

@@ -279,7 +279,9 @@ def _weekly(s: Series, coverage: Coverage, c: SpikeConfig, area: str, kind: str,
     whole = _monday(coverage.start + timedelta(days=6))
     first = max(whole, week - timedelta(weeks=c.baseline_weeks))
     n = (week - first).days // 7  # whole weeks observed before this one
-    history = [s.weeks.get(first + timedelta(weeks=i), 0) for i in range(max(n, 0))]
+    if n < c.min_weeks:
+        return None  # week_test's warm-up, decided before the history is built
+    history = [s.weeks.get(first + timedelta(weeks=i), 0) for i in range(n)]
     d = week_test(s.weeks[week], history, c.min_weeks, c.alpha, c.min_count)
     if not d.alert:
         return None

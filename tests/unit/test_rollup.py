@@ -192,10 +192,17 @@ def test_positions_order_like_offsets_then_index() -> None:
 # hypothesis takes naive bounds and attaches ``timezones`` to what it draws
 @given(st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2040, 1, 1),  # noqa: DTZ001
                     timezones=st.just(UTC)),
-       st.sampled_from(["day", "month"]))
-@settings(max_examples=200, deadline=None)
-def test_rollup_names_equal_the_keys_encoded(at: datetime, precision: str) -> None:
-    event = ARREST.model_copy(update={"occurred_at": at, "time_precision": precision})
+       st.sampled_from(["day", "month"]),
+       st.tuples(st.floats(49.9, 60.8), st.floats(-8.6, 1.7)),
+       st.sampled_from(["arrest", "seizure"]))
+@settings(max_examples=300, deadline=None)
+def test_rollup_names_equal_the_keys_encoded(at: datetime, precision: str,
+                                             place: tuple[float, float], kind: str) -> None:
+    # Each twice: the second time through the day and cell label caches.
+    event = ARREST.model_copy(update={"occurred_at": at, "time_precision": precision,
+                                      "lat": place[0], "lon": place[1], "kind": kind})
+    cells = cells_of(event.lat, event.lon)
+    assert rollup_names(event, cells) == rollup_names(event, cells)
     cells = cells_of(event.lat, event.lon)
     # The same keys; in another order only when the week began in the previous month.
     assert sorted(rollup_names(event, cells)) == sorted(k.encode() for k in rollup_keys(event, cells))
