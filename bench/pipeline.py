@@ -43,6 +43,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import h3
 import httpx
 import orjson
 
@@ -250,7 +251,7 @@ LIVE_BULK = 100  # `hotspots produce jsonl`'s default
 
 
 def freshness(config: stack.StackConfig, rate: float, seconds: float, bulk: int = LIVE_BULK,
-              probe_day: date = date(2011, 3, 9)) -> dict[str, Any]:
+              probe_day: date = date(2011, 3, 9), poll: float = 0.02) -> dict[str, Any]:
     """Probe events, one every 0.5 s among events at ``rate``/s: seconds to queryable.
 
     Every event goes through the product's live path: validated and sent by its producer,
@@ -270,26 +271,47 @@ def freshness(config: stack.StackConfig, rate: float, seconds: float, bulk: int 
     # probe_day: a week of its own (nothing else lands there), one per measurement
     week = probe_day - timedelta(days=probe_day.weekday())
     load = live_load(datetime.now(UTC).date() - timedelta(days=6), f"fresh-{uuid.uuid4().hex[:6]}")
-    # Kafka alone: a consumer of the events topic, seeing the probes arrive.
-    watcher = KafkaConsumer(bootstrap_servers=config.bootstrap, enable_auto_commit=False)
-    parts = [TopicPartition(topic, p) for p in sorted(watcher.partitions_for_topic(topic) or ())]
-    watcher.assign(parts)
-    watcher.seek_to_end(*parts)
-    for tp in parts:
-        watcher.position(tp)  # resolve the end offsets now, before the probes exist
+    # Kafka alone: a consumer of the events topic, seeing the probes arrive. And the worker's
+    # share: a consumer of the rollups topic, seeing the probes' week key count them.
+    rollups_topic = WorkerSettings(bootstrap=config.bootstrap,
+                                   topic_prefix=config.topic_prefix).rollups_topic
+    probe_key = f"week|8|{h3.str_to_int(h3.latlng_to_cell(lat, lon, 8))}|{week}|warrant"
+    watchers = []
+    for name in (topic, rollups_topic):
+        watcher = KafkaConsumer(bootstrap_servers=config.bootstrap, enable_auto_commit=False)
+        parts = [TopicPartition(name, p) for p in sorted(watcher.partitions_for_topic(name) or ())]
+        watcher.assign(parts)
+        watcher.seek_to_end(*parts)
+        for tp in parts:
+            watcher.position(tp)  # resolve the end offsets now, before the probes exist
+        watchers.append(watcher)
     kafka_seen: dict[str, float] = {}
+    folded: list[float] = []  # when the probe key's seq first reached 1, 2, ...
     stop = threading.Event()
 
-    def watch() -> None:
+    def watch_events() -> None:
         while not stop.is_set():
-            for records in watcher.poll(timeout_ms=50).values():
+            for records in watchers[0].poll(timeout_ms=50).values():
                 for record in records:
                     for line in record.value.split(b"\n"):  # a bulk record, or one event
                         if b'"probe-' in line:
                             kafka_seen[orjson.loads(line)["event_id"]] = time.time()
 
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
+    def watch_rollups() -> None:
+        key = probe_key.encode()
+        while not stop.is_set():
+            for records in watchers[1].poll(timeout_ms=50).values():
+                for record in records:
+                    if key not in record.value:
+                        continue
+                    for row in orjson.loads(record.value):
+                        if row[0] == probe_key:
+                            folded.extend([time.time()] * (row[1] - len(folded)))
+
+    threads = [threading.Thread(target=watch_events, daemon=True),
+               threading.Thread(target=watch_rollups, daemon=True)]
+    for thread in threads:
+        thread.start()
     sent_at: list[float] = []
     visible: list[float] = []
     started = time.monotonic()
@@ -318,16 +340,20 @@ def freshness(config: stack.StackConfig, rate: float, seconds: float, bulk: int 
                 visible.append(time.time() - sent_at[len(visible)])
             if time.monotonic() - started > seconds * 4 + 60:
                 raise TimeoutError(f"only {len(visible)} of {probes} probes became visible")
-            time.sleep(0.02)
+            time.sleep(poll)
     stop.set()
-    thread.join()
-    watcher.close()
+    for thread in threads:
+        thread.join()
+    for watcher in watchers:
+        watcher.close()
     producer.close()
     through_kafka = sorted(kafka_seen.values())
     kafka_lat = [t - s for t, s in zip(through_kafka, sent_at, strict=False)]
+    worker_lat = [t - s for t, s in zip(folded, sent_at, strict=False)]
     return {"rate": rate, "bulk": bulk, "probes": probes, "load_events": sent,
             "p50_s": _pct(visible, 50), "p99_s": _pct(visible, 99), "max_s": max(visible),
-            "kafka_p50_s": _pct(kafka_lat, 50), "kafka_p99_s": _pct(kafka_lat, 99)}
+            "kafka_p50_s": _pct(kafka_lat, 50), "kafka_p99_s": _pct(kafka_lat, 99),
+            "folded_p50_s": _pct(worker_lat, 50), "folded_p99_s": _pct(worker_lat, 99)}
 
 
 def live_load(first: date, tag: str) -> Iterator[bytes]:
