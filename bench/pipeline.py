@@ -457,6 +457,8 @@ FIGURES = (  # (label, key, format)
     ("freshness p50 at 2k/s, s", "freshness.p50_s", "{:.2f}"),
     ("freshness p99 at 2k/s, s", "freshness.p99_s", "{:.2f}"),
     ("Kafka alone (baseline) p99, s", "freshness.kafka_p99_s", "{:.3f}"),
+    ("to the worker's rollups envelope p50, s", "freshness.folded_p50_s", "{:.2f}"),
+    ("to the worker's rollups envelope p99, s", "freshness.folded_p99_s", "{:.2f}"),
     ("freshness p50 at 2k/s, one record per event, s", "freshness_single.p50_s", "{:.2f}"),
     ("freshness p99 at 2k/s, one record per event, s", "freshness_single.p99_s", "{:.2f}"),
     ("rollup keys after the run", "rollup_keys", "{:,.0f}"),
