@@ -111,9 +111,16 @@ def week_test(current: int, history: Sequence[int], min_weeks: int = 8, alpha: f
     expected rate of 1/week needs 6 events, so 5 only matters on quieter baselines, where
     3 would alert on chance triples (see docs/spikes-evaluation.md).
     """
-    if len(history) < min_weeks:
+    return week_test_total(current, sum(history), len(history), min_weeks, alpha, min_count)
+
+
+def week_test_total(current: int, total: int, weeks: int, min_weeks: int = 8,
+                    alpha: float = 0.001, min_count: int = 5) -> Decision:
+    """:func:`week_test` given the baseline's ``total`` count over ``weeks`` weeks: the test
+    needs no more, and the detector need not build the history list for every event."""
+    if weeks < min_weeks:
         return Decision(current, 0.0, 1.0, False, "poisson-week", "warm_up")
-    expected = max(sum(history) / len(history), 0.5 / len(history))
+    expected = max(total / weeks, 0.5 / weeks)
     p = poisson_upper_p(current, expected)
     reason = ("below_min_count" if current < min_count else
               "spike" if p < alpha else "not_significant")
@@ -281,8 +288,9 @@ def _weekly(s: Series, coverage: Coverage, c: SpikeConfig, area: str, kind: str,
     n = (week - first).days // 7  # whole weeks observed before this one
     if n < c.min_weeks:
         return None  # week_test's warm-up, decided before the history is built
-    history = [s.weeks.get(first + timedelta(weeks=i), 0) for i in range(n)]
-    d = week_test(s.weeks[week], history, c.min_weeks, c.alpha, c.min_count)
+    # The weeks first .. week-1 (keys are Mondays; a series keeps at most the window's).
+    total = sum(count for w, count in s.weeks.items() if first <= w < week)
+    d = week_test_total(s.weeks[week], total, n, c.min_weeks, c.alpha, c.min_count)
     if not d.alert:
         return None
     return _alert(c, area, kind, "week", week, d.observed, d.expected, d.p_value, "poisson-week",

@@ -169,3 +169,39 @@ def test_coverage_restarts_after_a_silence_and_ignores_strays():
     assert not cov.see(date(2013, 6, 1), cfg) and cov.start == date(2026, 10, 20)
     assert cov.latest == date(2026, 11, 2)
     assert Coverage.from_state(cov.to_state()) == cov
+
+
+def _weekly_by_history(s, coverage: Coverage, c: SpikeConfig, week: date):
+    """The week test as first written: the baseline built week by week, then week_test."""
+    whole = coverage.start + timedelta(days=6)
+    whole -= timedelta(days=whole.weekday())
+    first = max(whole, week - timedelta(weeks=c.baseline_weeks))
+    n = max((week - first).days // 7, 0)
+    history = [s.weeks.get(first + timedelta(weeks=i), 0) for i in range(n)]
+    return week_test(s.weeks[week], history, c.min_weeks, c.alpha, c.min_count)
+
+
+def test_the_week_test_from_a_total_decides_as_from_the_history() -> None:
+    # _weekly sums the series' weeks in the window instead of building the history list;
+    # random series (late weeks and weeks outside the window included) decide alike.
+    from streams.spikes import Series, _weekly
+
+    c = SpikeConfig(area_type="cell")
+    rng = random.Random(7)
+    decided = {True: 0, False: 0}
+    for _ in range(3000):
+        start = START + timedelta(days=rng.randrange(0, 7))
+        week = START + timedelta(weeks=rng.randrange(0, 40))
+        weeks = {START + timedelta(weeks=w): rng.choice([0, 0, 1, 2, 3, 8, 20])
+                 for w in range(-5, 45) if rng.random() < 0.6}
+        weeks[week] = rng.randrange(0, 30)
+        s = Series(weeks=weeks)
+        coverage = Coverage(start=start, latest=week + timedelta(days=6))
+        expected = _weekly_by_history(s, coverage, c, week)
+        got = _weekly(s, coverage, c, CELL, "arrest", week, "e", _at(week))
+        assert (got is not None) == expected.alert
+        if got is not None:
+            assert (got.observed, got.expected, got.p_value) == (
+                expected.observed, expected.expected, expected.p_value)
+        decided[expected.alert] += 1
+    assert decided[True] > 50 and decided[False] > 50  # both outcomes exercised

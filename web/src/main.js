@@ -362,8 +362,9 @@ async function redraw() {
 
 function listen() {
   // ?stream_seconds=N shortens each stream (tests, or proxies that cut long responses).
-  const seconds = new URLSearchParams(window.location.search).get('stream_seconds');
-  const source = new EventSource(seconds ? `/v1/stream?max_seconds=${Number(seconds)}` : '/v1/stream');
+  const seconds = Number(new URLSearchParams(window.location.search).get('stream_seconds'));
+  const source = new EventSource(seconds > 0 && seconds <= 3600
+    ? `/v1/stream?max_seconds=${seconds}` : '/v1/stream');
   // The stream ends every minute and the browser reconnects: a flush that lands in that gap
   // shows only in the next `hello`'s batch count, so compare it with the last one seen.
   const batchesOf = (msg) => JSON.parse(msg.data).batches;
