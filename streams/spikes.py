@@ -286,8 +286,6 @@ def _weekly(s: Series, coverage: Coverage, c: SpikeConfig, area: str, kind: str,
     whole = _monday(coverage.start + timedelta(days=6))
     first = max(whole, week - timedelta(weeks=c.baseline_weeks))
     n = (week - first).days // 7  # whole weeks observed before this one
-    if n < c.min_weeks:
-        return None  # week_test's warm-up, decided before the history is built
     # The weeks first .. week-1 (keys are Mondays; a series keeps at most the window's).
     total = sum(count for w, count in s.weeks.items() if first <= w < week)
     d = week_test_total(s.weeks[week], total, n, c.min_weeks, c.alpha, c.min_count)
