@@ -33,8 +33,11 @@ CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 WEEK = "2013-06-03"  # a Monday; this test owns 2013
 # (lat, lon) -> arrests that week; distinct resolution-8 cells around Chelmsford.
 PLACES = {(51.7356, 0.4685): 3, (51.7456, 0.4785): 2, (51.7256, 0.4585): 1}
-EXTRA = (51.7356, 0.4885)  # produced while the page is open: a new cell
-GAP = (51.7456, 0.4985)  # produced while the page has lost its stream: another new cell
+# New cells, each produced at one step of web/e2e/map.mjs: after the first load but before the
+# stream first opened; while it is open; while the page has lost it.
+EARLY = (51.7256, 0.4785)
+EXTRA = (51.7356, 0.4885)
+GAP = (51.7456, 0.4985)
 JUSTIFICATION = "integration test of the live map"
 
 
@@ -81,8 +84,8 @@ def test_live_map_draws_updates_and_drills_down(live_stack) -> None:
         pytest.skip(f"needs {', '.join(missing)}")
 
     cells = {h3.latlng_to_cell(lat, lon, 8): n for (lat, lon), n in PLACES.items()}
-    extras = {h3.latlng_to_cell(*EXTRA, 8): 1, h3.latlng_to_cell(*GAP, 8): 1}
-    assert len(cells) == len(PLACES) and len(extras) == 2 and not set(extras) & set(cells)
+    extras = {h3.latlng_to_cell(*place, 8): 1 for place in (EARLY, EXTRA, GAP)}
+    assert len(cells) == len(PLACES) and len(extras) == 3 and not set(extras) & set(cells)
     _publish(live_stack, _arrests(PLACES, "a"))
     # The calibrated synthetic year too (idempotent if another test produced it already).
     run_cli(live_stack, "produce", "synthetic", "--seed", "2023")
@@ -112,16 +115,14 @@ def test_live_map_draws_updates_and_drills_down(live_stack) -> None:
             # The default period is the latest week with data (maybe another test's year).
             assert loaded["defaultStart"] >= WEEK
 
-            _publish(live_stack, _arrests({EXTRA: 1}, "b"))  # the page must notice by itself
-            assert proc.stdin is not None
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-            assert _read(proc, stderr_path)["step"] == "offline"
-            # Stored while the page cannot hear: only the next `hello`'s batch count tells it.
-            _publish(live_stack, _arrests({GAP: 1}, "c"))
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-            done = _read(proc, stderr_path)
+            # The page must notice each by itself: see map.mjs for how it can hear of each.
+            for place, tag, step in ((EARLY, "e", "live"), (EXTRA, "b", "offline"), (GAP, "c", "done")):
+                _publish(live_stack, _arrests({place: 1}, tag))
+                assert proc.stdin is not None
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+                done = _read(proc, stderr_path)
+                assert done["step"] == step, done
             assert proc.wait(timeout=60) == 0
         finally:
             if proc.poll() is None:

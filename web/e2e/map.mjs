@@ -2,10 +2,13 @@
 // Run by tests/integration/test_map.py. argv[2] is a JSON plan:
 //   {url, token, justification, start, cells: {h3: count}, extras: {h3: count} (two cells),
 //    screenshot, synthetic?: week start}
-// Protocol on stdout, one JSON object a line: {"step": "loaded", ...} once the first period is
-// drawn (the test then produces the first extra and answers "go" on stdin); {"step": "offline"}
-// once the page has drawn it and lost its stream (the test produces the second extra while the
-// page cannot hear, and answers "go"); then {"step": "done", ...}.
+// The page's stream is refused until its first period is drawn. Protocol on stdout, one JSON
+// object a line, each answered by the test with "go" on stdin after it has stored one extra cell:
+//   {"step": "loaded", ...} the first period is drawn and the stream has never opened (the first
+//     extra can show only through the first `hello`);
+//   {"step": "live"} that cell is drawn and the stream is open (the second: by an `update`);
+//   {"step": "offline"} that is drawn and the stream is lost (the third: by the reconnect's
+//     `hello`); then {"step": "done", ...}.
 import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
 
@@ -36,6 +39,8 @@ try {
   page.on('request', (req) => { if (!req.url().startsWith(plan.url)) external.push(req.url()); });
 
   // Streams of 3 s, so that the test can cut one short between two flushes.
+  offline = true;
+  await page.route('**/v1/stream*', (route) => route.abort());
   await page.goto(`${plan.url}/?stream_seconds=3`, { waitUntil: 'load' });
   // Signed out, the data routes refuse and the page asks for a token and a justification.
   // page.request shares the browser's cookies without being a page load (no console noise).
@@ -62,18 +67,28 @@ try {
 
   const hexcount = (n) => page.waitForFunction(
     (m) => document.getElementById('hexcount').dataset.count === String(m), n, { timeout: 120_000 });
-  if ((await nextLine()) !== 'go') throw new Error('the test did not say go');
-  await hexcount(expected + 1); // told by an `update` on the open stream
+  const go = async () => {
+    if ((await nextLine()) !== 'go') throw new Error('the test did not say go');
+  };
+  const live = (on) => page.waitForFunction(
+    (o) => document.getElementById('live').classList.contains('on') === o, on, { timeout: 30_000 });
+  await go();
+  await page.unroute('**/v1/stream*');
+  await hexcount(expected + 1); // stored after the first load, before the first `hello`
+  offline = false;
+  await live(true);
+  say({ step: 'live' });
+  await go();
+  await hexcount(expected + 2); // told by an `update` on the open stream
   // Refuse the stream and wait until the open one has ended: a flush now is never announced
   // by an `update`, only by the batch count of the `hello` after the page reconnects.
   offline = true;
   await page.route('**/v1/stream*', (route) => route.abort());
-  await page.waitForFunction(() => !document.getElementById('live').classList.contains('on'),
-    null, { timeout: 30_000 });
+  await live(false);
   say({ step: 'offline' });
-  if ((await nextLine()) !== 'go') throw new Error('the test did not say go');
+  await go();
   await page.unroute('**/v1/stream*');
-  await hexcount(expected + 2);
+  await hexcount(expected + 3);
   offline = false;
   const notReloaded = await page.evaluate(() => window.__notReloaded === true);
   const updates = Number(await page.textContent('#updates'));

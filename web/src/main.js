@@ -353,11 +353,15 @@ async function selectCell(cell, redraw = true) {
   }
 }
 
+async function refresh() {
+  if (!$('start').value) await loadPeriods(false);
+  await loadLayer();
+}
+
 async function redraw() {
   state.updates += 1;
   $('updates').textContent = String(state.updates);
-  if (!$('start').value) await loadPeriods(false);
-  await loadLayer();
+  await refresh();
 }
 
 function listen() {
@@ -371,9 +375,12 @@ function listen() {
   source.addEventListener('hello', async (msg) => {
     $('live').classList.add('on');
     const batches = batchesOf(msg);
-    const missed = state.batches !== undefined && batches !== state.batches;
+    const first = state.batches === undefined;
+    const missed = !first && batches !== state.batches;
     state.batches = batches;
     if (missed) await redraw();
+    // The first stream may open after the first load: a flush in between is in no count seen.
+    else if (first && state.seq > 0) await refresh();
   });
   source.addEventListener('update', async (msg) => {
     state.batches = batchesOf(msg);
@@ -404,11 +411,11 @@ async function main() {
   $('start').onchange = () => loadLayer();
   $('res').onchange = () => loadLayer();
   $('period').onchange = async () => { await loadPeriods(false); await loadLayer(); };
+  listen(); // before the first load, so that its `hello` usually precedes it
   try {
     await Promise.all([loadPeriods(false), loadBoundaries()]);
   } catch (err) { showError(err); }
   await loadLayer();
-  listen();
 }
 
 // A hook for tests and for the console.
