@@ -266,9 +266,6 @@ def build_app(settings: WorkerSettings) -> faust.App:
                 sent.append(rollups_out.send_soon(
                     key=None, value=orjson.dumps(key_rows[i:i + ROWS_PER_ENVELOPE]),
                     partition=partition))
-        for partition, next_offset in guard.advanced().items():
-            progress.data[str(partition)] = next_offset
-            sent.append(progress.send_changelog(partition, str(partition), next_offset))
         for partition, ids in new_seen.items():
             for piece in seen_pieces(ids):
                 # Keyed by its first position: a re-run of the same records rewrites the same
@@ -318,19 +315,33 @@ def build_app(settings: WorkerSettings) -> faust.App:
             except Exception:  # no longer ours after a rebalance: the new owner finds the hole
                 log.warning("could not seek %s[%d]", settings.events_topic, partition, exc_info=True)
 
+    async def landed() -> None:
+        """Wait until the broker has acknowledged every write in ``sent``."""
+        try:
+            await asyncio.gather(*sent)
+        except Exception:
+            # A write the broker refused after its retries: stop, so that the batch
+            # is read again from the last committed offset by the restarted worker.
+            log.critical("a write was not acknowledged; exiting", exc_info=True)
+            os._exit(70)
+        sent.clear()
+
+    async def mark_progress() -> None:
+        """Store how far the fold reached, once all its other writes have landed: a worker
+        killed mid-fold leaves some of them on the broker and not others, and a record
+        below the stored progress is taken for folded (faust may drop it unseen)."""
+        for partition, next_offset in guard.advanced().items():
+            progress.data[str(partition)] = next_offset
+            sent.append(progress.send_changelog(partition, str(partition), next_offset))
+        await landed()
+
     @app.agent(events, name="aggregate")
     async def aggregate(stream: Any) -> None:
         async for batch in stream.take_events(settings.fold_batch, within=settings.fold_within):
             for chunk in chunks(batch):
                 fold(chunk)
-                try:
-                    await asyncio.gather(*sent)
-                except Exception:
-                    # A write the broker refused after its retries: stop, so that the batch
-                    # is read again from the last committed offset by the restarted worker.
-                    log.critical("a write was not acknowledged; exiting", exc_info=True)
-                    os._exit(70)
-                sent.clear()
+                await landed()
+                await mark_progress()
                 await seek_holes()
 
     add_spike_alerts(app, settings)  # streams/alerts.py: spike agents on the accepted topic

@@ -5,8 +5,10 @@ suspended (during a rebalance or a recovery) and *acknowledges* it, so its offse
 committed without the message ever being folded: the event is lost (found by
 tests/faults/test_rebalance.py). Offsets of the events topic have no gaps (its producers
 are not transactional and it is not compacted), so the worker keeps, per source partition,
-the next offset it must fold, in the changelogged ``progress`` table written with each
-fold's other writes. A record past that offset reveals a hole: it is not folded, and the
+the next offset it must fold, in the changelogged ``progress`` table, written once each
+fold's other writes have landed (a worker killed mid-fold leaves some of them on the
+broker and not others, and a record below the stored progress is taken for folded, so
+faust may drop it unnoticed). A record past that offset reveals a hole: it is not folded, and the
 partition is sought back to the hole, again after every fold that skipped a record past it
 (records fetched before a seek move faust's read offset past the hole, and faust then drops
 the records read again from it). Records before the hole are folded as usual (redeliveries

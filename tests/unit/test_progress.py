@@ -11,6 +11,7 @@ import asyncio
 from typing import Any
 
 import orjson
+from faust import Topic
 
 from hotspots.settings import WorkerSettings
 from streams.app import build_app
@@ -109,3 +110,36 @@ def test_agent_reads_a_dropped_record_again_and_counts_each_event_once(tmp_path,
     written = [orjson.loads(v) if isinstance(v, bytes) else v
                for _, v, _ in sent.to("progress-changelog")]
     assert written[-1] == 5
+
+
+def test_progress_is_written_only_once_the_folds_other_writes_have_landed(
+        tmp_path, sent, monkeypatch) -> None:  # noqa: F811
+    """A worker killed mid-fold leaves some writes on the broker and not others. Were the
+    progress among them, the records it covers would be taken for folded on restart, and
+    faust may then drop them unseen: lost from the raw table and the rollups alike."""
+    held: list[asyncio.Future] = []
+    deliver = Topic.send_soon  # the ``sent`` fixture's: recorded and acknowledged at once
+
+    def send_soon(self: Any, **kw: Any) -> asyncio.Future:
+        fut = deliver(self, **kw)
+        if not self.get_topic_name().endswith(".accepted.v1"):
+            return fut
+        pending = asyncio.get_running_loop().create_future()  # the broker has not answered yet
+        held.append(pending)
+        return pending
+
+    monkeypatch.setattr(Topic, "send_soon", send_soon)
+    settings = WorkerSettings(data_dir=tmp_path, partitions=1, fold_within=0.1)
+    app = build_app(settings)
+
+    async def main() -> None:
+        async with app.agents["aggregate"].test_context() as agent:
+            await put(agent, ARREST)
+            await asyncio.sleep(settings.fold_within * 5)
+            assert accepted_ids(sent) == ["a-1"] and len(held) == 1
+            assert sent.to("rollups-changelog") and not sent.to("progress-changelog")
+            held[0].set_result(None)
+            await asyncio.sleep(settings.fold_within * 3)
+            assert [v for _, v, _ in sent.to("progress-changelog")] == [1]
+
+    asyncio.run(asyncio.wait_for(main(), timeout=30))
