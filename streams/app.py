@@ -40,6 +40,7 @@ from hotspots.kafka_security import faust_credentials
 from hotspots.metrics import BATCH_SIZE, EVENTS_IN, EVENTS_OUT, INVALID, UNKNOWN_KIND, add_counts, observe_lag
 from hotspots.periods import local_date
 from hotspots.settings import WorkerSettings
+from streams import progress as progress_log
 from streams.alerts import add_spike_alerts
 from streams.progress import SourceGuard
 from streams.rollup import (
@@ -305,6 +306,20 @@ def build_app(settings: WorkerSettings) -> faust.App:
 
     async def seek_holes() -> None:
         """Read each partition with a hole again from the hole (streams/progress.py)."""
+        for partition, hole in guard.take_suspects().items():
+            loop = asyncio.get_running_loop()
+            try:
+                first = await loop.run_in_executor(None, progress_log.first_offset, settings,
+                                                   settings.events_topic, partition, hole[0])
+            except Exception:
+                log.warning("could not read %s[%d] at %d", settings.events_topic, partition,
+                            hole[0], exc_info=True)
+                first = None
+            resume = guard.checked(partition, hole, first)
+            if resume is not None:
+                log.error("%s[%d]: the log has no record at offsets %d to %d (removed by "
+                          "retention?); going on from %d", settings.events_topic, partition,
+                          hole[0], resume - 1, resume)
         for partition, offset in guard.take_seeks().items():
             if announced.get(partition) != offset:
                 announced[partition] = offset

@@ -12,11 +12,19 @@ faust may drop it unnoticed). A record past that offset reveals a hole: it is no
 partition is sought back to the hole, again after every fold that skipped a record past it
 (records fetched before a seek move faust's read offset past the hole, and faust then drops
 the records read again from it). Records before the hole are folded as usual (redeliveries
-are idempotent). Should the log really have no record at the hole, the record that
-revealed it comes back after the seek and is then accepted.
+are idempotent). When the record that revealed a hole comes first again after a seek,
+the log itself is asked (``first_offset``) for its first record at or after the hole. Only
+if that is past the hole (its records are gone, say by retention) is the gap accepted;
+otherwise faust dropped the hole's records again, and they are read again.
 """
 
 from __future__ import annotations
+
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+
+from hotspots.kafka_security import kafka_kwargs
 
 
 class SourceGuard:
@@ -26,6 +34,10 @@ class SourceGuard:
         self.next: dict[int, int] = {}  # partition -> next offset to fold, advanced this fold
         self.holes: dict[int, tuple[int, int]] = {}  # partition -> (missing offset, revealed by)
         self.seeks: dict[int, int] = {}  # partition -> offset to seek to after this fold
+        # Holes whose revealing record came first again after a seek: the log is to be asked
+        # (suspects), and those it confirmed have no record before that one (gaps).
+        self.suspects: dict[int, tuple[int, int]] = {}
+        self.gaps: dict[int, tuple[int, int]] = {}
 
     def admit(self, partition: int, offset: int, stored: int | None) -> bool:
         """May the record at ``offset`` be folded? ``stored``: the table's next offset."""
@@ -34,8 +46,10 @@ class SourceGuard:
             hole = self.holes.get(partition)
             if hole is None or hole[0] != expected:
                 self.holes[partition] = (expected, offset)
-            elif hole[1] == offset:  # read again from the hole, and still first: nothing there
-                return self._fold(partition, expected, offset)
+            elif hole[1] == offset:  # read again from the hole, and still first
+                if self.gaps.get(partition) == hole:  # the log has nothing before it
+                    return self._fold(partition, expected, offset)
+                self.suspects[partition] = hole
             # Seek (again): a record fetched before the last seek moves faust's read offset
             # past the hole, and faust then drops the records read again from it.
             self.seeks[partition] = expected
@@ -48,6 +62,8 @@ class SourceGuard:
         if (expected is None or offset >= expected) and partition in self.holes:
             del self.holes[partition]
             self.seeks.pop(partition, None)
+            self.suspects.pop(partition, None)
+            self.gaps.pop(partition, None)
         self.next[partition] = max(expected or 0, offset + 1)
         return True
 
@@ -60,8 +76,41 @@ class SourceGuard:
         out, self.seeks = self.seeks, {}
         return out
 
+    def take_suspects(self) -> dict[int, tuple[int, int]]:
+        """Holes to check in the log: partition -> (missing offset, revealed by)."""
+        out, self.suspects = self.suspects, {}
+        return out
+
+    def checked(self, partition: int, hole: tuple[int, int], first: int | None) -> int | None:
+        """The log's first record at or after the hole is at ``first`` (None: not known).
+        If that is past the hole, the hole is a real gap up to it: returns ``first``, and the
+        record there is folded when it comes. None: the hole's records are there to read."""
+        if first is None or first <= hole[0] or self.holes.get(partition) != hole:
+            return None
+        self.holes[partition] = self.gaps[partition] = (hole[0], first)
+        return first
+
     def forget(self) -> None:
         """On a rebalance: faust seeks to committed offsets, so holes are found afresh."""
         self.next.clear()
         self.holes.clear()
         self.seeks.clear()
+        self.suspects.clear()
+        self.gaps.clear()
+
+
+def first_offset(settings: Any, topic: str, partition: int, offset: int,
+                 timeout_s: float = 10.0) -> int | None:
+    """The offset of the log's first record at or after ``offset`` (the earliest one if
+    retention has removed it); None if none came within the timeout. Blocking: run it in
+    an executor."""
+    consumer = KafkaConsumer(**kafka_kwargs(settings), enable_auto_commit=False,
+                             auto_offset_reset="earliest", max_poll_records=1)
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        consumer.seek(tp, offset)
+        records = consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=1)
+        return min((r.offset for r in records.get(tp, [])), default=None)
+    finally:
+        consumer.close()

@@ -11,9 +11,11 @@ import asyncio
 from typing import Any
 
 import orjson
+import pytest
 from faust import Topic
 
 from hotspots.settings import WorkerSettings
+from streams import progress as progress_log
 from streams.app import build_app
 from streams.progress import SourceGuard
 from tests.unit.test_agent import (  # noqa: F401  (sent is a fixture)
@@ -61,12 +63,40 @@ def test_guard_holds_records_past_a_hole_until_it_is_read() -> None:
     assert guard.advanced() == {0: 15}
 
 
-def test_guard_accepts_a_real_gap_once_read_again() -> None:
+def test_guard_asks_the_log_when_the_same_record_comes_first_again() -> None:
     guard = SourceGuard()
     assert not guard.admit(0, 7, 5)
+    assert guard.take_seeks() == {0: 5} and guard.take_suspects() == {}
+    # The same record first again after the seek: faust may have dropped 5 and 6 again.
+    assert not guard.admit(0, 7, 5)
+    assert guard.take_suspects() == {0: (5, 7)} and guard.take_seeks() == {0: 5}
+    assert guard.checked(0, (5, 7), 5) is None  # the log has 5: read it again
+    assert guard.checked(0, (5, 7), None) is None  # the log did not answer: read again
+    assert not guard.admit(0, 7, 5) and guard.take_seeks() == {0: 5}
+    assert [guard.admit(0, o, 5) for o in (5, 6, 7)] == [True] * 3  # read at last
+    assert guard.take_suspects() == {} and guard.advanced() == {0: 8}
+
+
+def test_guard_accepts_a_gap_the_log_confirms() -> None:
+    guard = SourceGuard()
+    assert not guard.admit(0, 7, 5) and not guard.admit(0, 7, 5)
+    hole = guard.take_suspects()[0]
+    assert guard.checked(0, hole, 7) == 7  # the log's first record from 5 on is 7
     assert guard.take_seeks() == {0: 5}
-    assert guard.admit(0, 7, 5)  # the same record again after the seek: nothing at 5 and 6
-    assert guard.advanced() == {0: 8}
+    assert guard.admit(0, 7, 5)  # so 7, when it comes again after the seek, is folded
+    assert guard.advanced() == {0: 8} and guard.take_seeks() == {}
+    assert not guard.admit(0, 10, 8)  # a later hole is a new one: the log is asked again
+    assert not guard.admit(0, 10, 8) and guard.take_suspects() == {0: (8, 10)}
+
+
+def test_guard_narrows_a_gap_to_what_the_log_lost() -> None:
+    """Retention removed 5 and 6 of the hole 5-9: 7 and 8 are still to be read."""
+    guard = SourceGuard()
+    assert not guard.admit(0, 9, 5) and not guard.admit(0, 9, 5)
+    assert guard.checked(0, guard.take_suspects()[0], 7) == 7
+    assert not guard.admit(0, 9, 5)  # still past what is left of the hole
+    assert [guard.admit(0, o, 5) for o in (7, 8, 9)] == [True] * 3
+    assert guard.advanced() == {0: 10}
 
 
 def test_guard_forgets_holes_on_a_rebalance() -> None:
@@ -143,3 +173,47 @@ def test_progress_is_written_only_once_the_folds_other_writes_have_landed(
             assert [v for _, v, _ in sent.to("progress-changelog")] == [1]
 
     asyncio.run(asyncio.wait_for(main(), timeout=30))
+
+
+@pytest.mark.parametrize("log_first", [1, 2])
+def test_agent_asks_the_log_before_it_skips_a_hole(tmp_path, sent, monkeypatch, log_first) -> None:  # noqa: F811
+    """Offsets 0, then 2 (1 dropped); after the seek 2 comes first again. If the log still
+    has 1 (faust dropped it again) it is read again; if the log starts at 2 (retention), 2 is
+    folded without it."""
+    settings = WorkerSettings(data_dir=tmp_path, partitions=1, fold_within=0.3)
+    app = build_app(settings)
+    seeks: list[int] = []
+    asked: list[tuple[str, int, int]] = []
+
+    async def seek_wait(partitions: dict[Any, int]) -> None:
+        seeks.extend(partitions.values())
+
+    def first_offset(_settings: Any, topic: str, partition: int, offset: int) -> int:
+        asked.append((topic, partition, offset))
+        return log_first
+
+    monkeypatch.setattr(progress_log, "first_offset", first_offset)
+
+    async def main() -> None:
+        async with app.agents["aggregate"].test_context() as agent:
+            app.consumer.seek_wait = seek_wait
+            await put(agent, ARREST)  # 0
+            agent.sent_offset = 2
+            await put(agent, SEIZURE)  # 2: reveals the hole at 1
+            await asyncio.sleep(settings.fold_within * 3)
+            agent.sent_offset = 2
+            await put(agent, SEIZURE)  # 2 first again after the seek: the log is asked
+            await asyncio.sleep(settings.fold_within * 3)
+            if log_first == 1:
+                agent.sent_offset = 1
+                await put(agent, ARREST_2)  # 1
+            agent.sent_offset = 2
+            await put(agent, SEIZURE)  # 2
+            await agent.put(SENTINEL, key=b"sentinel")  # 3
+            await asyncio.sleep(settings.fold_within * 3)
+
+    asyncio.run(asyncio.wait_for(main(), timeout=30))
+    assert asked == [(settings.events_topic, 0, 1)] and seeks == [1, 1]
+    expected = ["a-1", "a-2", "s-1"] if log_first == 1 else ["a-1", "s-1"]
+    assert accepted_ids(sent) == expected  # each once, in offset order
+    assert table(app, "progress") == {"0": 4}
