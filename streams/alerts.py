@@ -17,8 +17,11 @@ each series' state.
   res-6 cell (and of its res-7 children) reaches ``spikes`` from one partition, in order.
   A district spans partitions, so ``spikes`` re-keys events by district onto an internal
   topic (one envelope per district partition per batch, so order holds per source).
-* Redelivery: each accepted row carries ``src`` = (source partition, position); a row at or
-  before the last position applied is a redelivery and is skipped.
+* Redelivery: each accepted row carries ``src`` = (source partition, position). Each entry
+  keeps, beside its series (key ``@src``), the last position it applied from each source
+  partition: a row at or before it is a redelivery and is skipped. Kept in the same
+  changelog record as the counts it guards, so a worker killed while an entry's writes are
+  in flight neither skips an event nor counts one twice.
 * Writes: alerts and re-keyed events are sent and acknowledged first, then the tables'
   changelogs, then the batch is acked. A crash in between re-raises the same alert with
   the same ``alert_id`` (the ClickHouse table and the webhook's Idempotency-Key absorb it);
@@ -69,22 +72,16 @@ def alert_record(alert: Alert, res: int) -> dict[str, Any]:
     }
 
 
+SRC = "@src"  # an entry's key for its last position applied per source partition
+
+
 @dataclass(slots=True)
 class Feed:
-    """A partition's coverage and the last position applied per source partition."""
+    """A partition's coverage. ``src``: the last position applied per source partition, as
+    feeds recorded it before entries kept their own (read only, for entries without)."""
 
     coverage: Coverage = field(default_factory=Coverage)
     src: dict[str, int] = field(default_factory=dict)
-
-    def fresh(self, src: list[int] | None) -> bool:
-        """Record ``src``; False when that position was already applied (a redelivery)."""
-        if src is None:
-            return True
-        partition, pos = str(src[0]), int(src[1])
-        if pos <= self.src.get(partition, -1):
-            return False
-        self.src[partition] = pos
-        return True
 
     def to_state(self) -> dict[str, Any]:
         return {**self.coverage.to_state(), "src": dict(self.src)}
@@ -118,6 +115,25 @@ class Fold:
             self.feeds[partition] = Feed.from_state(state) if state else Feed()
         return self.feeds[partition]
 
+    def _entry(self, partition: int, bundle: str) -> dict[str, Any]:
+        """The batch's copy of an entry (its series states and its positions)."""
+        if bundle not in self.bundles:
+            states = dict(self.data.get(bundle) or {})
+            states[SRC] = dict(states.get(SRC) or self.feed(partition).src)
+            self.bundles[bundle] = (partition, states)
+        return self.bundles[bundle][1]
+
+    def fresh(self, partition: int, bundle: str, src: list[int] | None) -> bool:
+        """Record ``src`` in the entry; False when it has applied that position (a redelivery)."""
+        if src is None:
+            return True
+        applied = self._entry(partition, bundle)[SRC]
+        part, pos = str(src[0]), int(src[1])
+        if pos <= applied.get(part, -1):
+            return False
+        applied[part] = pos
+        return True
+
     def count(self, partition: int, bundle: str, area: str, res: int, kind: str, at: datetime,
               day: date, event_id: str) -> None:
         """One event of ``area`` (kept in entry ``bundle``); the feed has already seen ``day``."""
@@ -125,9 +141,7 @@ class Fold:
         if key in self.series:
             s = self.series[key][1]
         else:
-            if bundle not in self.bundles:
-                self.bundles[bundle] = (partition, dict(self.data.get(bundle) or {}))
-            state = self.bundles[bundle][1].get(key)
+            state = self._entry(partition, bundle).get(key)
             s = Series.from_state(state) if state else Series()
             self.series[key] = (bundle, s)
         alert = observe(s, self.feeds[partition].coverage, self.config, area, kind, day, event_id)
@@ -152,8 +166,9 @@ class Fold:
             if feed.coverage.latest is not None:  # series with nothing left in the window go
                 oldest = feed.coverage.oldest_week(self.config).isoformat()
                 states = {k: v for k, v in states.items()
-                          if max(v["a"] or "", max(v["w"], default="")) >= oldest}
-            yield partition, bundle, states
+                          if k == SRC or max(v["a"] or "", max(v["w"], default="")) >= oldest}
+            if states != self.data.get(bundle):  # not just redeliveries
+                yield partition, bundle, states
 
 
 EMPTY_FEED = Feed().to_state()
@@ -167,8 +182,11 @@ def fold_cells(fold: Fold, batch: list[tuple[int, bytes]], locate: DistrictLocat
     for partition, envelope in batch:
         feed = fold.feed(partition)
         for row in orjson.loads(envelope):
-            if not feed.fresh(row.get("src")) or row["time_precision"] == "month":
-                continue  # a redelivery, or no day to count it on
+            if row["time_precision"] == "month":
+                continue  # no day to count it on
+            bundle = f"cell6|{to_str(row['cell6'])}"
+            if not fold.fresh(partition, bundle, row.get("src")):
+                continue  # a redelivery: counted, and re-keyed, before
             at = datetime.fromisoformat(row["occurred_at"])
             district = locate(row["cell8"]) if locate else None
             if district is not None:
@@ -179,7 +197,6 @@ def fold_cells(fold: Fold, batch: list[tuple[int, bytes]], locate: DistrictLocat
             day = local_date(at)
             if not feed.coverage.see(day, fold.config):
                 continue
-            bundle = f"cell6|{to_str(row['cell6'])}"
             for res in CELL_RES:
                 fold.count(partition, bundle, to_str(row[f"cell{res}"]), res, row["kind"], at, day,
                            row["event_id"])
@@ -196,13 +213,14 @@ def fold_districts(fold: Fold, batch: list[tuple[int, bytes]]) -> None:
     for partition, envelope in batch:
         feed = fold.feed(partition)
         for record in orjson.loads(envelope):
-            if not feed.fresh(record.get("src")):
+            bundle = f"district|{record['district']}"
+            if not fold.fresh(partition, bundle, record.get("src")):
                 continue
             at = datetime.fromisoformat(record["occurred_at"])
             day = local_date(at)
             if feed.coverage.see(day, fold.config):
-                fold.count(partition, f"district|{record['district']}", record["district"], 0,
-                           record["kind"], at, day, record["event_id"])
+                fold.count(partition, bundle, record["district"], 0, record["kind"], at, day,
+                           record["event_id"])
 
 
 def chunks(rows: list[bytes], size: int = PER_ENVELOPE) -> Iterator[bytes]:
@@ -229,7 +247,7 @@ class OpenAlerts:
             if area_type is None or not isinstance(bundle, dict):
                 continue  # a partition's feed
             for series, state in bundle.items():
-                if state.get("a"):
+                if series != SRC and state.get("a"):
                     self.weeks[f"{area_type}|{series}"] = (area_type, date.fromisoformat(state["a"]))
 
     def note(self, record: dict[str, Any]) -> None:

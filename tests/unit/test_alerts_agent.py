@@ -21,7 +21,7 @@ from hotspots.geo import cells_of, partition_of, to_str
 from hotspots.metrics import SPIKES_SILENT
 from hotspots.periods import LONDON, week_start
 from hotspots.settings import WorkerSettings
-from streams.alerts import CELLS, DISTRICTS, Fold, OpenAlerts, chunks, fold_cells, fold_districts
+from streams.alerts import CELLS, DISTRICTS, SRC, Fold, OpenAlerts, chunks, fold_cells, fold_districts
 from streams.app import build_app
 from streams.districts import DistrictLocator
 from streams.rollup import accepted_row, position
@@ -81,10 +81,12 @@ def test_a_spike_raises_one_alert_per_cell_and_never_again():
     assert datetime.fromisoformat(first["first_seen"]).tzinfo is not None
     assert len({a["alert_id"] for a in fold.alerts}) == 2
     data = write_back(fold, {})
-    assert data["partition|0"]["src"] == {"0": position(12 + 8)}
-    # One entry per res-6 cell holds its own series and its res-7 children's, of every kind.
+    # One entry per res-6 cell holds its own series and its res-7 children's, of every kind,
+    # and the last position it applied from each source partition.
     bundle = data[f"cell6|{to_str(cells[6])}"]
-    assert sorted(bundle) == sorted(f"{to_str(cells[r])}|{k}" for r in (7, 6) for k in ("arrest", "seizure"))
+    assert sorted(bundle) == sorted([SRC, *(f"{to_str(cells[r])}|{k}" for r in (7, 6)
+                                            for k in ("arrest", "seizure"))])
+    assert bundle[SRC] == {"0": position(12 + 8)}
     assert bundle[f"{to_str(cells[7])}|arrest"]["a"] == week_start(NOW).isoformat()
 
     # The same envelope again (a worker re-sending after a crash): nothing changes.
@@ -140,6 +142,24 @@ def test_replayed_years_and_month_precision_do_not_fake_a_baseline():
 
 
 @needs(ESSEX_OUTLINES)
+@pytest.mark.parametrize("landed", ["entries", "feed"])
+def test_a_crash_between_an_entry_and_its_feed_neither_skips_nor_doubles(landed):
+    """A worker killed while a batch's changelog writes are in flight: only the cell's entry
+    landed, or only the partition's feed. The redelivered batch then counts each event once."""
+    events = [*history(), *this_week(3)]
+    fold = Fold({}, CELLS, LIVE, NOW)
+    fold_cells(fold, [(0, envelope(events))], None, 4)
+    data = {key: state for _, key, state in fold.states()
+            if key.startswith("partition|") == (landed == "feed")}
+    again = Fold(data, CELLS, LIVE, NOW)
+    fold_cells(again, [(0, envelope(events))], None, 4)
+    counted = write_back(again, dict(data))
+    cell7 = to_str(cells_of(*CHELMSFORD)[7])
+    bundle = counted[f"cell6|{to_str(cells_of(*CHELMSFORD)[6])}"]
+    assert sum(bundle[f"{cell7}|arrest"]["w"].values()) == 4  # the history's one and 3 this week
+    assert sum(bundle[f"{cell7}|seizure"]["w"].values()) == 12
+
+
 def test_district_locator_places_cells_by_their_centre():
     locate = DistrictLocator.from_file(ESSEX_OUTLINES)
     assert locate(cells_of(*CHELMSFORD)[8]) == "Chelmsford"
@@ -157,7 +177,7 @@ def test_district_fold_skips_redelivered_sources():
     (alert,) = fold.alerts
     assert (alert["area_type"], alert["area"], alert["res"], alert["observed"]) == (
         "district", "Chelmsford", 0, 5)
-    assert fold.feeds[1].src == {"2": position(12 + 6)}
+    assert fold.bundles["district|Chelmsford"][1][SRC] == {"2": position(12 + 6)}
 
 
 def test_open_alerts_gauge_counts_this_weeks_alerts_and_survives_a_restart():
@@ -259,4 +279,5 @@ def test_series_with_nothing_left_in_the_window_are_dropped_from_their_entry():
     fold = Fold(data, CELLS, LIVE, NOW)
     fold_cells(fold, [(0, envelope(this_week(1)))], None, 4)
     (bundle,) = [state for _, key, state in fold.states() if key == f"cell6|{cell6}"]
-    assert sorted(bundle) == sorted(f"{to_str(cells_of(*CHELMSFORD)[r])}|arrest" for r in (7, 6))
+    assert sorted(bundle) == sorted([SRC, *(f"{to_str(cells_of(*CHELMSFORD)[r])}|arrest"
+                                            for r in (7, 6))])
