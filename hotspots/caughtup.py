@@ -7,11 +7,12 @@ was folded. In a full fault run they also stayed behind for good after a rebalan
 every event had been folded, and a wait on them hung (docs/exactness.md). The table's
 changelog, ``<app id>-progress-changelog``, holds for each events partition the next source
 offset the worker must fold: key the partition number as a string, value that offset as JSON,
-written to the changelog partition of the same number with each fold's other writes.
+written to the changelog partition of the same number once each fold's other writes have
+landed. The spike agents (streams/alerts.py) keep the same guard, and tables, over their own
+sources (``SOURCES``).
 
 The sink is judged by its committed offsets (``hotspots.topics.wait_caught_up``): it commits
-only after a batch is stored. So are the worker's spike agents (streams/alerts.py), which do
-not seek back.
+only after a batch is stored.
 """
 
 from __future__ import annotations
@@ -30,9 +31,20 @@ from hotspots.topics import wait_caught_up
 READ_TIMEOUT = 15.0  # seconds to read the changelog's last records; unread counts as unfolded
 
 
-def progress_changelog(settings: WorkerSettings) -> str:
-    """The changelog topic of the worker's ``progress`` table (faust's naming)."""
-    return f"{settings.app_id}-progress-changelog"
+# Worker agent -> (its source topic's setting, its progress table), as streams/ names them.
+SOURCES = {"aggregate": ("events_topic", "progress"),
+           "spikes": ("accepted_topic", "spikes_progress"),
+           "district_spikes": ("district_events_topic", "district_spikes_progress")}
+
+
+def progress_changelog(settings: WorkerSettings, agent: str = "aggregate") -> str:
+    """The changelog topic of an agent's progress table (faust's naming)."""
+    return f"{settings.app_id}-{SOURCES[agent][1]}-changelog"
+
+
+def source_topic(settings: WorkerSettings, agent: str = "aggregate") -> str:
+    topic: str = getattr(settings, SOURCES[agent][0])
+    return topic
 
 
 def progress_entry(key: bytes | None, value: bytes | None, partition: int) -> tuple[int, int] | None:
@@ -61,12 +73,13 @@ def unfolded_by(ends: Mapping[int, int], folded: Mapping[int, int]) -> dict[int,
 
 
 class FoldProgress:
-    """Reads the events topic's end offsets and the worker's progress changelog, with one
+    """Reads an agent's source topic's end offsets and its progress changelog, with one
     consumer that joins no group (it never commits, and the worker's group is not touched)."""
 
-    def __init__(self, bootstrap: str, settings: WorkerSettings) -> None:
+    def __init__(self, bootstrap: str, settings: WorkerSettings, agent: str = "aggregate") -> None:
         self.settings = settings
-        self.changelog = progress_changelog(settings)
+        self.topic = source_topic(settings, agent)
+        self.changelog = progress_changelog(settings, agent)
         self.consumer = KafkaConsumer(**kafka_kwargs(settings, bootstrap), enable_auto_commit=False)
 
     def __enter__(self) -> FoldProgress:
@@ -85,7 +98,7 @@ class FoldProgress:
         return {tp.partition: end for tp, end in self.consumer.end_offsets(tps).items()} if tps else {}
 
     def event_ends(self) -> dict[int, int]:
-        return self._ends(self.settings.events_topic)
+        return self._ends(self.topic)
 
     def folded(self, timeout: float = READ_TIMEOUT) -> dict[int, int]:
         """The next offset to fold per events partition: the last record of each changelog
@@ -117,19 +130,21 @@ class FoldProgress:
         return unfolded_by(ends, self.folded(timeout))
 
 
-def unfolded(bootstrap: str, settings: WorkerSettings, timeout: float = READ_TIMEOUT) -> dict[int, int]:
-    with FoldProgress(bootstrap, settings) as progress:
+def unfolded(bootstrap: str, settings: WorkerSettings, timeout: float = READ_TIMEOUT,
+             agent: str = "aggregate") -> dict[int, int]:
+    with FoldProgress(bootstrap, settings, agent) as progress:
         return progress.unfolded(timeout)
 
 
-def wait_folded(bootstrap: str, settings: WorkerSettings, deadline: float, poll: float = 0.5) -> None:
-    """Block until the worker has folded every event the events topic holds (as it grows)."""
-    with FoldProgress(bootstrap, settings) as progress:
+def wait_folded(bootstrap: str, settings: WorkerSettings, deadline: float, poll: float = 0.5,
+                agent: str = "aggregate") -> None:
+    """Block until the agent has folded every record its source topic holds (as it grows)."""
+    with FoldProgress(bootstrap, settings, agent) as progress:
         while behind := progress.unfolded(max(1.0, min(READ_TIMEOUT, deadline - time.monotonic()))):
             if time.monotonic() > deadline:
                 raise TimeoutError(
-                    f"worker {settings.app_id} has not folded {sum(behind.values())} events of "
-                    f"{settings.events_topic} (by its {progress.changelog}): "
+                    f"worker {settings.app_id} has not folded {sum(behind.values())} records of "
+                    f"{progress.topic} (by its {progress.changelog}): "
                     + ", ".join(f"[{p}]={n}" for p, n in behind.items()))
             time.sleep(poll)
 
@@ -145,9 +160,9 @@ def wait_pipeline(bootstrap: str, worker: WorkerSettings, sink: SinkSettings, de
     """`hotspots wait`: block until everything produced so far is folded and stored.
 
     First the worker has folded every event (its progress changelog); then, with ``spikes``,
-    its spike agents have consumed what it accepted (cells, then districts); then the sink
-    has committed every output. Twice: a fold's outputs and re-routed events are written
-    alongside its progress record, so the first look may come just before them.
+    its spike agents have folded what it accepted (cells, then districts; their progress
+    changelogs); then the sink has committed every output. Twice: events re-routed to their
+    home partition are folded after the progress record of the fold that re-routed them.
     Raises TimeoutError naming what is behind once ``deadline`` (time.monotonic()) passes.
     """
     for round_ in range(2):
@@ -155,6 +170,6 @@ def wait_pipeline(bootstrap: str, worker: WorkerSettings, sink: SinkSettings, de
             time.sleep(settle)
         wait_folded(bootstrap, worker, deadline)
         if spikes:
-            for topic in (worker.accepted_topic, worker.district_events_topic):
-                wait_caught_up(bootstrap, worker.app_id, [topic], deadline, worker)
+            for agent in ("spikes", "district_spikes"):
+                wait_folded(bootstrap, worker, deadline, agent=agent)
         wait_caught_up(bootstrap, sink.sink_group, sink_outputs(sink, spikes), deadline, sink)

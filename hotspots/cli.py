@@ -115,8 +115,8 @@ def status(data_dir: Path | None, fmt: str) -> None:
 def wait(data_dir: Path | None, timeout: float) -> None:
     """Return 0 once everything produced so far is aggregated and queryable.
 
-    The worker has folded every event (its progress changelog, not faust's committed
-    offsets: hotspots/caughtup.py), its spike agents have read what it accepted, and the
+    The worker has folded every event and its spike agents everything it accepted (their
+    progress changelogs, not faust's committed offsets: hotspots/caughtup.py), and the
     sink has stored every output. Exit 2 on timeout, naming what is behind."""
     from hotspots.caughtup import wait_pipeline
     from hotspots.kafka_security import connect_failure

@@ -45,11 +45,13 @@ from typing import Any
 import faust
 import orjson
 
+from hotspots.caughtup import SOURCES, source_topic
 from hotspots.geo import partition_of, to_str
 from hotspots.metrics import ALERTS, OPEN_ALERTS, SPIKES_SILENT
 from hotspots.periods import local_date, week_start
 from hotspots.settings import WorkerSettings
 from streams.districts import DistrictLocator
+from streams.progress import SourceProgress
 from streams.spikes import Alert, Coverage, Series, SpikeConfig, observe
 
 log = logging.getLogger(__name__)
@@ -271,6 +273,17 @@ def add_spike_alerts(app: faust.App, settings: WorkerSettings) -> None:
                        partitions=1)
     tables = {"cell": app.Table("spikes", default=None, partitions=n),
               "district": app.Table("district_spikes", default=None, partitions=n)}
+    # faust drops (and acks) records during rebalances here too: the same guard as aggregate's.
+    sources = {area: SourceProgress(app, app.Table(SOURCES[agent][1], default=None, partitions=n),
+                                    source_topic(settings, agent), settings)
+               for area, agent in (("cell", "spikes"), ("district", "district_spikes"))}
+
+    async def forget(*_args: Any, **_kwargs: Any) -> None:
+        for source in sources.values():
+            source.forget()
+
+    app.on_partitions_revoked.connect(forget)
+    app.on_partitions_assigned.connect(forget)
     live = timedelta(days=settings.spike_live_days)
     locate = _locator(settings)
     opened = OpenAlerts()
@@ -282,8 +295,10 @@ def add_spike_alerts(app: faust.App, settings: WorkerSettings) -> None:
         buffer, where a burst's rollup changelogs queue): the delivery future, to await."""
         return await topic.send(key=key, value=value, partition=partition, force=True)
 
-    async def write(fold: Fold, table: Any, rekeyed: dict[int, list[bytes]]) -> None:
-        """Outputs first, then the table's changelog: an alert is never lost, at worst re-raised."""
+    async def write(fold: Fold, table: Any, source: SourceProgress,
+                    rekeyed: dict[int, list[bytes]]) -> None:
+        """Outputs first, then the table's changelog, then the source's progress: an alert is
+        never lost, at worst re-raised."""
         for record in fold.alerts:
             log.info("spike alert %s: %s %s %s %s %s observed %d expected %.2f p %.2g",
                      record["alert_id"], record["area_type"], record["area"], record["kind"],
@@ -303,29 +318,36 @@ def add_spike_alerts(app: faust.App, settings: WorkerSettings) -> None:
                 table.data[key] = state
                 changelog.append(table.send_changelog(partition, key, state))
             await asyncio.gather(*changelog)
+            await asyncio.gather(*source.mark())  # last: what it covers has landed
         except Exception:
             log.critical("a spike write was not acknowledged; exiting", exc_info=True)
             os._exit(70)
 
     @app.agent(accepted, name="spikes")
     async def spikes(stream: Any) -> None:
+        source = sources["cell"]
         async for batch in stream.take_events(settings.fold_batch, within=settings.fold_within):
             opened.seed("cell", tables["cell"].data)
             fold = Fold(tables["cell"].data, CELLS, live, datetime.now(UTC))
-            await write(fold, tables["cell"], fold_cells(fold, _envelopes(batch), locate, n))
+            rekeyed = fold_cells(fold, _envelopes(batch, source), locate, n)
+            await write(fold, tables["cell"], source, rekeyed)
+            await source.seek_holes()
 
     @app.agent(by_district, name="district_spikes")
     async def district_spikes(stream: Any) -> None:
+        source = sources["district"]
         async for batch in stream.take_events(settings.fold_batch, within=settings.fold_within):
             opened.seed("district", tables["district"].data)
             fold = Fold(tables["district"].data, DISTRICTS, live, datetime.now(UTC))
-            fold_districts(fold, _envelopes(batch))
-            await write(fold, tables["district"], {})
+            fold_districts(fold, _envelopes(batch, source))
+            await write(fold, tables["district"], source, {})
+            await source.seek_holes()
 
 
-def _envelopes(batch: list[Any]) -> list[tuple[int, bytes]]:
+def _envelopes(batch: list[Any], source: SourceProgress) -> list[tuple[int, bytes]]:
+    """(partition, envelope) of the records the source's guard admits (none past a hole)."""
     return [(e.message.partition, e.value if isinstance(e.value, bytes) else bytes(e.value))
-            for e in batch]
+            for e in batch if source.admit(e.message)]
 
 
 def _locator(settings: WorkerSettings) -> DistrictLocator | None:

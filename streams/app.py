@@ -25,8 +25,8 @@ from typing import Any
 
 import faust
 import orjson
-from faust.types import TP
 
+from hotspots.caughtup import SOURCES
 from hotspots.contract import (
     BULK_CONTENT_TYPE,
     ROWS_PER_ENVELOPE,
@@ -40,9 +40,8 @@ from hotspots.kafka_security import faust_credentials
 from hotspots.metrics import BATCH_SIZE, EVENTS_IN, EVENTS_OUT, INVALID, UNKNOWN_KIND, add_counts, observe_lag
 from hotspots.periods import local_date
 from hotspots.settings import WorkerSettings
-from streams import progress as progress_log
 from streams.alerts import add_spike_alerts
-from streams.progress import SourceGuard
+from streams.progress import SourceProgress
 from streams.rollup import (
     INDEX_BITS,
     MAX_PER_RECORD,
@@ -127,8 +126,9 @@ def build_app(settings: WorkerSettings) -> faust.App:
     seen = app.Table("seen", default=None, partitions=settings.partitions)
     # The next source offset to fold, per partition: faust can drop (and ack) a record during
     # a rebalance; streams/progress.py reads such a hole again instead of skipping it.
-    progress = app.Table("progress", default=None, partitions=settings.partitions)
-    guard = SourceGuard()
+    progress = SourceProgress(app, app.Table(SOURCES["aggregate"][1], default=None,
+                                             partitions=settings.partitions),
+                              settings.events_topic, settings)
 
     admission = settings.admission()
     homes: dict[int, int] = {}  # res-6 cell -> the partition that owns it
@@ -161,7 +161,7 @@ def build_app(settings: WorkerSettings) -> faust.App:
 
     async def forget_seen(*_args: Any, **_kwargs: Any) -> None:
         seen_index.clear()
-        guard.forget()
+        progress.forget()
 
     app.on_partitions_revoked.connect(forget_seen)
     app.on_partitions_assigned.connect(forget_seen)
@@ -186,7 +186,7 @@ def build_app(settings: WorkerSettings) -> faust.App:
         now = datetime.now(UTC)  # the clock of the future_timestamp check, read once per fold
         for record in records:
             msg = record.message
-            if not guard.admit(msg.partition, msg.offset, progress.data.get(str(msg.partition))):
+            if not progress.admit(msg):
                 continue  # past a hole in its partition: read again after the seek
             if msg.timestamp and msg.timestamp > newest:
                 newest = msg.timestamp
@@ -302,34 +302,6 @@ def build_app(settings: WorkerSettings) -> faust.App:
         if chunk:
             yield chunk
 
-    announced: dict[int, int] = {}  # partition -> hole last logged (a hole may need a few seeks)
-
-    async def seek_holes() -> None:
-        """Read each partition with a hole again from the hole (streams/progress.py)."""
-        for partition, hole in guard.take_suspects().items():
-            loop = asyncio.get_running_loop()
-            try:
-                first = await loop.run_in_executor(None, progress_log.first_offset, settings,
-                                                   settings.events_topic, partition, hole[0])
-            except Exception:
-                log.warning("could not read %s[%d] at %d", settings.events_topic, partition,
-                            hole[0], exc_info=True)
-                first = None
-            resume = guard.checked(partition, hole, first)
-            if resume is not None:
-                log.error("%s[%d]: the log has no record at offsets %d to %d (removed by "
-                          "retention?); going on from %d", settings.events_topic, partition,
-                          hole[0], resume - 1, resume)
-        for partition, offset in guard.take_seeks().items():
-            if announced.get(partition) != offset:
-                announced[partition] = offset
-                log.warning("%s[%d]: offset %d was never folded; reading again from it",
-                            settings.events_topic, partition, offset)
-            try:
-                await app.consumer.seek_wait({TP(settings.events_topic, partition): offset})
-            except Exception:  # no longer ours after a rebalance: the new owner finds the hole
-                log.warning("could not seek %s[%d]", settings.events_topic, partition, exc_info=True)
-
     async def landed() -> None:
         """Wait until the broker has acknowledged every write in ``sent``."""
         try:
@@ -341,23 +313,17 @@ def build_app(settings: WorkerSettings) -> faust.App:
             os._exit(70)
         sent.clear()
 
-    async def mark_progress() -> None:
-        """Store how far the fold reached, once all its other writes have landed: a worker
-        killed mid-fold leaves some of them on the broker and not others, and a record
-        below the stored progress is taken for folded (faust may drop it unseen)."""
-        for partition, next_offset in guard.advanced().items():
-            progress.data[str(partition)] = next_offset
-            sent.append(progress.send_changelog(partition, str(partition), next_offset))
-        await landed()
-
     @app.agent(events, name="aggregate")
     async def aggregate(stream: Any) -> None:
         async for batch in stream.take_events(settings.fold_batch, within=settings.fold_within):
             for chunk in chunks(batch):
                 fold(chunk)
                 await landed()
-                await mark_progress()
-                await seek_holes()
+                # Only now: a worker killed mid-fold leaves some writes on the broker and
+                # not others, and a record below the stored progress counts as folded.
+                sent.extend(progress.mark())
+                await landed()
+                await progress.seek_holes()
 
     add_spike_alerts(app, settings)  # streams/alerts.py: spike agents on the accepted topic
     return app

@@ -15,16 +15,25 @@ the records read again from it). Records before the hole are folded as usual (re
 are idempotent). When the record that revealed a hole comes first again after a seek,
 the log itself is asked (``first_offset``) for its first record at or after the hole. Only
 if that is past the hole (its records are gone, say by retention) is the gap accepted;
-otherwise faust dropped the hole's records again, and they are read again.
+otherwise faust dropped the hole's records again, and they are read again. Records faust
+drops at the end of a partition reveal no hole until another one comes, so a partition that
+has been quiet while its log holds more than its progress is read again from its progress
+(``check_tail``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from typing import Any
 
+from faust.types import TP
 from kafka import KafkaConsumer, TopicPartition
 
 from hotspots.kafka_security import kafka_kwargs
+
+log = logging.getLogger(__name__)
 
 
 class SourceGuard:
@@ -114,3 +123,99 @@ def first_offset(settings: Any, topic: str, partition: int, offset: int,
         return min((r.offset for r in records.get(tp, [])), default=None)
     finally:
         consumer.close()
+
+
+TAIL_IDLE = 10.0  # seconds a partition must be quiet before its tail is checked
+
+
+def tail_seeks(ends: dict[Any, int], done: Any) -> dict[Any, int]:
+    """{partition: offset to read again from} for quiet partitions whose log ends (``ends``)
+    past their progress (``done``: partition number as text -> next offset to fold). A
+    partition with no progress yet has nothing to compare with."""
+    seeks = {}
+    for tp, end in ends.items():
+        next_offset = done.get(str(tp.partition))
+        if next_offset is not None and end is not None and end > next_offset:
+            seeks[tp] = next_offset
+    return seeks
+
+
+class SourceProgress:
+    """An agent's guard, bound to its source topic, its ``progress`` table and the consumer.
+
+    Per fold: ``admit`` each record; once the fold's other writes have landed, ``mark``
+    (and await what it returns); then ``seek_holes``. Call ``forget`` on every rebalance.
+    """
+
+    def __init__(self, app: Any, table: Any, topic: str, settings: Any,
+                 tail_idle: float = TAIL_IDLE) -> None:
+        self.app, self.table, self.topic, self.settings = app, table, topic, settings
+        self.guard = SourceGuard()
+        self.announced: dict[int, int] = {}  # partition -> hole last logged (may take a few seeks)
+        self.heard: dict[int, float] = {}  # partition -> when a record of it last came
+        self.tail_idle = tail_idle
+        app.timer(interval=tail_idle / 2, name=f"{table.name}_tail")(self.check_tail)
+
+    def admit(self, message: Any) -> bool:
+        self.heard[message.partition] = time.monotonic()
+        return self.guard.admit(message.partition, message.offset,
+                                self.table.data.get(str(message.partition)))
+
+    async def check_tail(self) -> None:
+        """A record faust drops at the end of a partition reveals no hole, as none follows it:
+        read a partition again from its progress when it has been quiet for ``tail_idle``
+        seconds while its log holds more."""
+        now = time.monotonic()
+        try:
+            quiet = [tp for tp in self.app.consumer.assignment() if tp.topic == self.topic
+                     and now - self.heard.get(tp.partition, 0.0) >= self.tail_idle]
+            ends = await self.app.consumer.highwaters(*quiet) if quiet else {}
+        except Exception:  # not started, or mid-rebalance: the next tick looks again
+            log.debug("tail check of %s skipped", self.topic, exc_info=True)
+            return
+        for tp, offset in tail_seeks(ends, self.table.data).items():
+            self.heard[tp.partition] = now  # give the records read again time to come
+            log.warning("%s[%d]: offsets %d to %d were never folded; reading again from %d",
+                        self.topic, tp.partition, offset, ends[tp] - 1, offset)
+            try:
+                await self.app.consumer.seek_wait({tp: offset})
+            except Exception:
+                log.warning("could not seek %s[%d]", self.topic, tp.partition, exc_info=True)
+
+    def mark(self) -> list[Any]:
+        """Write how far the fold reached: call it only once the fold's other writes have
+        landed (a record below the stored progress is taken for folded). The writes' futures."""
+        sent = []
+        for partition, next_offset in self.guard.advanced().items():
+            self.table.data[str(partition)] = next_offset
+            sent.append(self.table.send_changelog(partition, str(partition), next_offset))
+        return sent
+
+    def forget(self) -> None:
+        self.guard.forget()
+
+    async def seek_holes(self) -> None:
+        """Read each partition with a hole again from the hole."""
+        for partition, hole in self.guard.take_suspects().items():
+            loop = asyncio.get_running_loop()
+            try:
+                first = await loop.run_in_executor(None, first_offset, self.settings, self.topic,
+                                                   partition, hole[0])
+            except Exception:
+                log.warning("could not read %s[%d] at %d", self.topic, partition, hole[0],
+                            exc_info=True)
+                first = None
+            resume = self.guard.checked(partition, hole, first)
+            if resume is not None:
+                log.error("%s[%d]: the log has no record at offsets %d to %d (removed by "
+                          "retention?); going on from %d", self.topic, partition, hole[0],
+                          resume - 1, resume)
+        for partition, offset in self.guard.take_seeks().items():
+            if self.announced.get(partition) != offset:
+                self.announced[partition] = offset
+                log.warning("%s[%d]: offset %d was never folded; reading again from it",
+                            self.topic, partition, offset)
+            try:
+                await self.app.consumer.seek_wait({TP(self.topic, partition): offset})
+            except Exception:  # no longer ours after a rebalance: the new owner finds the hole
+                log.warning("could not seek %s[%d]", self.topic, partition, exc_info=True)

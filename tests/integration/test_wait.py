@@ -83,11 +83,12 @@ def test_wait_trusts_the_progress_changelog_not_committed_offsets(live_stack, tm
     config = dataclasses.replace(live_stack, data_dir=str(tmp_path), topic_prefix=prefix)
     config.save()
     ensure_topics(worker)
-    changelog = progress_changelog(worker)
+    changelog, spikes = progress_changelog(worker), progress_changelog(worker, "spikes")
     admin = KafkaAdminClient(**kafka_kwargs(worker))
     try:
-        admin.create_topics([NewTopic(changelog, worker.partitions, 1,
-                                      topic_configs={"cleanup.policy": "compact"})])
+        admin.create_topics([NewTopic(topic, worker.partitions, 1,
+                                      topic_configs={"cleanup.policy": "compact"})
+                             for topic in (changelog, spikes)])
     finally:
         admin.close()
 
@@ -107,19 +108,24 @@ def test_wait_trusts_the_progress_changelog_not_committed_offsets(live_stack, tm
                           partition=partition)
         producer.flush()
         assert unfolded(live_stack.bootstrap, worker) == {2: 1}
-        with pytest.raises(TimeoutError, match=r"has not folded 1 events .*\[2\]=1"):
+        with pytest.raises(TimeoutError, match=r"has not folded 1 records .*\[2\]=1"):
             wait_pipeline(live_stack.bootstrap, worker, sink, time.monotonic() + 3)
         proc = _cli_wait(config, worker, sink, 3)
         assert proc.returncode == 2 and "[2]=1" in proc.stderr, proc.stderr
 
         producer.send(changelog, key=b"2", value=b"2", partition=2)
-        # An output for the sink and the spike agents to have read (their committed offsets).
+        # An output for the sink (its committed offsets) and the spike agents (their own
+        # progress changelog) to have read.
         producer.send(sink.accepted_topic, value=b"[]", partition=0)
+        producer.flush()
+        with pytest.raises(TimeoutError, match=r"not folded 1 records of .*accepted.* \(by its "
+                                               r".*spikes_progress-changelog"):
+            wait_pipeline(live_stack.bootstrap, worker, sink, time.monotonic() + 3)
+        producer.send(spikes, key=b"0", value=b"1", partition=0)
         producer.flush()
     finally:
         producer.close()
     outputs = end_offsets(live_stack.bootstrap, [sink.accepted_topic])
-    _commit(worker, worker.app_id, outputs)
     _commit(worker, sink.sink_group, outputs)
 
     # faust's committed offsets would say the worker is behind: its group committed nothing on

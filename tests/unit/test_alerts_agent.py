@@ -281,3 +281,39 @@ def test_series_with_nothing_left_in_the_window_are_dropped_from_their_entry():
     (bundle,) = [state for _, key, state in fold.states() if key == f"cell6|{cell6}"]
     assert sorted(bundle) == sorted([SRC, *(f"{to_str(cells_of(*CHELMSFORD)[r])}|arrest"
                                             for r in (7, 6))])
+
+
+def test_the_spike_agent_reads_a_record_faust_dropped_again(tmp_path, sent):
+    """Envelopes at offsets 0, then 2 (1 dropped by faust: the guard seeks back to it), then
+    1 and 2 after the seek. Every event is counted once, and the alerts are the usual two."""
+    settings = WorkerSettings(data_dir=tmp_path, partitions=1, fold_within=0.3)
+    app = build_app(settings)
+    events = [*history(), *this_week(7)]
+    parts = [envelope(events[:5], 0), envelope(events[5:12], 5), envelope(events[12:], 12)]
+    seeks: list[dict[Any, int]] = []
+
+    async def seek_wait(partitions: dict[Any, int]) -> None:
+        seeks.append({tp.topic: o for tp, o in partitions.items()})
+
+    async def main() -> None:
+        async with app.agents["spikes"].test_context() as ctx:
+            app.consumer.seek_wait = seek_wait
+            await ctx.put(parts[0], key=None, partition=0)  # 0
+            ctx.sent_offset = 2
+            await ctx.put(parts[2], key=None, partition=0)  # 2: 1 never arrived
+            await asyncio.sleep(settings.fold_within * 3)
+            assert seeks == [{settings.accepted_topic: 1}]
+            ctx.sent_offset = 1
+            for value in parts[1:]:
+                await ctx.put(value, key=None, partition=0)  # 1, 2
+            await ctx.put(SENTINEL, key=None, partition=0)  # 3
+            await asyncio.sleep(settings.fold_within * 3)
+
+    asyncio.run(asyncio.wait_for(main(), timeout=30))
+    alerts = [orjson.loads(v) for _, v, _ in sent.to(".alerts.v1")]
+    assert [(a["res"], a["observed"]) for a in alerts] == [(7, 5), (6, 5)]
+    cell7 = to_str(cells_of(*CHELMSFORD)[7])
+    entry = dict(app.tables["spikes"].items())[f"cell6|{to_str(cells_of(*CHELMSFORD)[6])}"]
+    assert sum(entry[f"{cell7}|arrest"]["w"].values()) == 8  # the history's one and 7 this week
+    assert sum(entry[f"{cell7}|seizure"]["w"].values()) == 12
+    assert dict(app.tables["spikes_progress"].items()) == {"0": 4}

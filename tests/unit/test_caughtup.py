@@ -18,6 +18,8 @@ SINK = SinkSettings(topic_prefix="unit-wait", sink_group="unit-sink")
 
 def test_the_changelog_is_faust_s_name_for_the_progress_table() -> None:
     assert progress_changelog(WORKER) == "unit-worker-progress-changelog"
+    assert progress_changelog(WORKER, "spikes") == "unit-worker-spikes_progress-changelog"
+    assert caughtup.source_topic(WORKER, "district_spikes") == WORKER.district_events_topic
 
 
 @pytest.mark.parametrize(("key", "value", "entry"), [
@@ -49,8 +51,9 @@ class FakeProgress:
 
     script: ClassVar[list[dict[int, int]]] = []
 
-    def __init__(self, bootstrap: str, settings: WorkerSettings) -> None:
-        self.changelog = progress_changelog(settings)
+    def __init__(self, bootstrap: str, settings: WorkerSettings, agent: str = "aggregate") -> None:
+        self.topic = caughtup.source_topic(settings, agent)
+        self.changelog = progress_changelog(settings, agent)
 
     def __enter__(self) -> FakeProgress:
         return self
@@ -74,24 +77,24 @@ def test_wait_folded_names_what_is_behind_on_timeout(monkeypatch) -> None:
     FakeProgress.script = [{0: 3, 2: 40}]
     with pytest.raises(TimeoutError) as raised:
         wait_folded("kafka:9092", WORKER, time.monotonic() - 1, poll=0)
-    assert str(raised.value) == ("worker unit-worker has not folded 43 events of unit-wait.events.v1 "
+    assert str(raised.value) == ("worker unit-worker has not folded 43 records of unit-wait.events.v1 "
                                  "(by its unit-worker-progress-changelog): [0]=3, [2]=40")
 
 
 @pytest.mark.parametrize("spikes", [True, False])
 def test_wait_pipeline_folds_then_spike_agents_then_sink_twice(monkeypatch, spikes: bool) -> None:
     calls: list[tuple[str, ...]] = []
-    monkeypatch.setattr(caughtup, "wait_folded",
-                        lambda bootstrap, worker, deadline: calls.append(("folded", worker.app_id)))
+    monkeypatch.setattr(caughtup, "wait_folded", lambda bootstrap, worker, deadline, agent="aggregate":
+                        calls.append(("folded", worker.app_id, agent)))
     monkeypatch.setattr(caughtup, "wait_caught_up",
                         lambda bootstrap, group, topics, deadline, settings: calls.append((group, *topics)))
     wait_pipeline("kafka:9092", WORKER, SINK, time.monotonic() + 10, spikes=spikes, settle=0)
     outputs = (SINK.rollups_topic, SINK.accepted_topic, SINK.dlq_topic)
     if spikes:
-        one = [("folded", "unit-worker"), ("unit-worker", WORKER.accepted_topic),
-               ("unit-worker", WORKER.district_events_topic), ("unit-sink", *outputs, SINK.alerts_topic)]
+        one = [("folded", "unit-worker", "aggregate"), ("folded", "unit-worker", "spikes"),
+               ("folded", "unit-worker", "district_spikes"), ("unit-sink", *outputs, SINK.alerts_topic)]
     else:
-        one = [("folded", "unit-worker"), ("unit-sink", *outputs)]
+        one = [("folded", "unit-worker", "aggregate"), ("unit-sink", *outputs)]
     assert calls == one + one
-    # Not faust's committed offsets on the events topic: the worker's group is never asked.
-    assert all(WORKER.events_topic not in c for c in calls)
+    # Not faust's committed offsets: the worker's group is never asked.
+    assert all(c[0] != "unit-worker" for c in calls)

@@ -8,16 +8,19 @@ was committed and the event never counted.
 from __future__ import annotations
 
 import asyncio
+import time
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
 import pytest
 from faust import Topic
+from faust.types import TP
 
 from hotspots.settings import WorkerSettings
 from streams import progress as progress_log
 from streams.app import build_app
-from streams.progress import SourceGuard
+from streams.progress import SourceGuard, SourceProgress, tail_seeks
 from tests.unit.test_agent import (  # noqa: F401  (sent is a fixture)
     ARREST,
     ARREST_2,
@@ -217,3 +220,38 @@ def test_agent_asks_the_log_before_it_skips_a_hole(tmp_path, sent, monkeypatch, 
     expected = ["a-1", "a-2", "s-1"] if log_first == 1 else ["a-1", "s-1"]
     assert accepted_ids(sent) == expected  # each once, in offset order
     assert table(app, "progress") == {"0": 4}
+
+
+def test_tail_seeks_only_behind_partitions_with_progress() -> None:
+    tp0, tp1, tp2 = (TP("events", p) for p in range(3))
+    done = {"0": 7, "1": 7}  # partition 2 has folded nothing yet
+    assert tail_seeks({tp0: 10, tp1: 7, tp2: 5}, done) == {tp0: 7}
+
+
+def test_a_quiet_partition_whose_log_holds_more_is_read_again(tmp_path) -> None:
+    """faust dropped the last records of partition 0 (offsets 7-9): nothing follows them, so no
+    hole shows. Once the partition has been quiet, the tail check seeks back to 7."""
+    settings = WorkerSettings(data_dir=tmp_path, partitions=2)
+    app = build_app(settings)
+    tp0, tp1 = TP(settings.events_topic, 0), TP(settings.events_topic, 1)
+    seeks: list[dict[Any, int]] = []
+
+    async def highwaters(*tps: Any) -> dict[Any, int]:
+        return {tp: {tp0: 10, tp1: 4}[tp] for tp in tps}
+
+    async def seek_wait(partitions: dict[Any, int]) -> None:
+        seeks.append(dict(partitions))
+
+    consumer = SimpleNamespace(assignment=lambda: {tp0, tp1, TP("other", 0)},
+                               highwaters=highwaters, seek_wait=seek_wait)
+    progress = SourceProgress(app, SimpleNamespace(name="p", data={"0": 7, "1": 4}),
+                              settings.events_topic, settings, tail_idle=60.0)
+    progress.app = SimpleNamespace(consumer=consumer, timer=app.timer)
+    progress.heard[0] = time.monotonic()  # heard from just now: not quiet yet
+    asyncio.run(progress.check_tail())
+    assert seeks == []
+    progress.heard[0] -= 61
+    asyncio.run(progress.check_tail())
+    assert seeks == [{tp0: 7}]  # partition 1 is folded to its end
+    asyncio.run(progress.check_tail())
+    assert seeks == [{tp0: 7}]  # once per quiet spell: the records read again need time
