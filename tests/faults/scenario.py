@@ -116,6 +116,15 @@ def wait_caught_up(config: stack.StackConfig, timeout: float) -> None:
                            spikes=False, settle=2.0)
 
 
+def wait_spikes_folded(config: stack.StackConfig, timeout: float) -> None:
+    """The spike agents folded every accepted and re-keyed record (their progress tables):
+    they did not stall at a hole. The suite does not check their series against a truth."""
+    worker = WorkerSettings(bootstrap=config.bootstrap, topic_prefix=config.topic_prefix)
+    deadline = time.monotonic() + timeout
+    for agent in ("spikes", "district_spikes"):
+        caughtup.wait_folded(config.bootstrap, worker, deadline, agent=agent)
+
+
 def hole_seeks(*configs: stack.StackConfig) -> int:
     """Seeks back to a hole the worker made (streams/progress.py logs each one)."""
     logs = [Path(c.data_dir) / "logs" / "worker.log" for c in configs]

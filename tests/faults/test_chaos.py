@@ -15,7 +15,7 @@ import pytest
 from tests.faults.chaos import COMPONENTS, Chaos, plan
 from tests.faults.conftest import fault_size
 from tests.faults.replay import AtLeastOnceProducer, Replay, Truth, produce
-from tests.faults.scenario import hole_seeks, wait_caught_up
+from tests.faults.scenario import hole_seeks, wait_caught_up, wait_spikes_folded
 from tests.faults.verify import check_store
 
 SIZE = fault_size()
@@ -71,3 +71,4 @@ def test_kill9_during_replay_keeps_every_count_and_sum_exact(fault_stack, tmp_pa
     assert reconciled["ok"] and reconciled["drifted_keys"] == 0, f"{reconciled}\n{context}"
     assert reconciled["exit_code"] == 0, reconciled
     assert reconciled["keys_checked"] == verdict.keys_expected, context
+    wait_spikes_folded(fault_stack, timeout=300)  # raises, naming what is behind
