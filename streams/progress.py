@@ -167,8 +167,9 @@ class SourceProgress:
         seconds while its log holds more."""
         now = time.monotonic()
         try:
+            # A partition's quiet starts when it is first seen here, not at boot.
             quiet = [tp for tp in self.app.consumer.assignment() if tp.topic == self.topic
-                     and now - self.heard.get(tp.partition, 0.0) >= self.tail_idle]
+                     and now - self.heard.setdefault(tp.partition, now) >= self.tail_idle]
             ends = await self.app.consumer.highwaters(*quiet) if quiet else {}
         except Exception:  # not started, or mid-rebalance: the next tick looks again
             log.debug("tail check of %s skipped", self.topic, exc_info=True)

@@ -247,7 +247,9 @@ def test_a_quiet_partition_whose_log_holds_more_is_read_again(tmp_path) -> None:
     progress = SourceProgress(app, SimpleNamespace(name="p", data={"0": 7, "1": 4}),
                               settings.events_topic, settings, tail_idle=60.0)
     progress.app = SimpleNamespace(consumer=consumer, timer=app.timer)
-    progress.heard[0] = time.monotonic()  # heard from just now: not quiet yet
+    asyncio.run(progress.check_tail())  # first seen now: its quiet starts
+    assert seeks == []
+    progress.heard[0] = time.monotonic()  # a record just came
     asyncio.run(progress.check_tail())
     assert seeks == []
     progress.heard[0] -= 61
