@@ -178,10 +178,7 @@ class SourceProgress:
             self.heard[tp.partition] = now  # give the records read again time to come
             log.warning("%s[%d]: offsets %d to %d were never folded; reading again from %d",
                         self.topic, tp.partition, offset, ends[tp] - 1, offset)
-            try:
-                await self.app.consumer.seek_wait({tp: offset})
-            except Exception:
-                log.warning("could not seek %s[%d]", self.topic, tp.partition, exc_info=True)
+            await self._seek(tp.partition, offset)
 
     def mark(self) -> list[Any]:
         """Write how far the fold reached: call it only once the fold's other writes have
@@ -216,7 +213,10 @@ class SourceProgress:
                 self.announced[partition] = offset
                 log.warning("%s[%d]: offset %d was never folded; reading again from it",
                             self.topic, partition, offset)
-            try:
-                await self.app.consumer.seek_wait({TP(self.topic, partition): offset})
-            except Exception:  # no longer ours after a rebalance: the new owner finds the hole
-                log.warning("could not seek %s[%d]", self.topic, partition, exc_info=True)
+            await self._seek(partition, offset)
+
+    async def _seek(self, partition: int, offset: int) -> None:
+        try:
+            await self.app.consumer.seek_wait({TP(self.topic, partition): offset})
+        except Exception:  # no longer ours after a rebalance: the new owner reads it
+            log.warning("could not seek %s[%d]", self.topic, partition, exc_info=True)
