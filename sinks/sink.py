@@ -18,6 +18,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
 
 from hotspots.contract import MEASURES, ROWS_PER_ENVELOPE
+from hotspots.heap import Heap
 from hotspots.kafka_security import connect_failure, kafka_kwargs
 from hotspots.metrics import BATCH_SIZE, SINK_FLUSH, SINK_LAG, SINK_ROWS, observe_lag
 from hotspots.settings import SinkSettings
@@ -120,6 +121,7 @@ class SinkLoop:
         self.flushed_rows = 0
         self.newest_ms = 0  # Kafka timestamp (ms) of the newest record added since the last flush
         self.rejoins = 0
+        self.heap = Heap()
         self.consumer = self._connect()
 
     def _connect(self) -> KafkaConsumer:
@@ -205,6 +207,7 @@ class SinkLoop:
         self.pending.clear()
         self.flushed_batches += 1
         self.flushed_rows += rows
+        self.heap.settle()
 
 
 class _FlushOnRevoke(ConsumerRebalanceListener):

@@ -36,6 +36,7 @@ from hotspots.contract import (
     measures_of,
 )
 from hotspots.geo import PARTITION_RES, cells_of, partition_of, to_str
+from hotspots.heap import Heap
 from hotspots.kafka_security import faust_credentials
 from hotspots.metrics import BATCH_SIZE, EVENTS_IN, EVENTS_OUT, INVALID, UNKNOWN_KIND, add_counts, observe_lag
 from hotspots.periods import local_date
@@ -313,6 +314,8 @@ def build_app(settings: WorkerSettings) -> faust.App:
             os._exit(70)
         sent.clear()
 
+    heap = Heap()
+
     @app.agent(events, name="aggregate")
     async def aggregate(stream: Any) -> None:
         async for batch in stream.take_events(settings.fold_batch, within=settings.fold_within):
@@ -324,6 +327,7 @@ def build_app(settings: WorkerSettings) -> faust.App:
                 sent.extend(progress.mark())
                 await landed()
                 await progress.seek_holes()
+                heap.settle()  # the fold's new state out of the collector's sight
 
     add_spike_alerts(app, settings)  # streams/alerts.py: spike agents on the accepted topic
     return app
