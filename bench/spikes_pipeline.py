@@ -36,7 +36,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
@@ -49,7 +49,7 @@ from h3.api import basic_str as h3s
 
 from bench.receiver import Receiver
 from bench.spikes_eval import PIPELINE_SECTION, RATE_CAP, RATE_SCALE, RATE_SHAPE, SIZES
-from hotspots import stack
+from hotspots import accepted, stack
 from hotspots.contract import Arrest, Event, Seizure
 from hotspots.geo import cells_of, to_str
 from hotspots.periods import LONDON, week_start
@@ -206,8 +206,9 @@ def wait(config: stack.StackConfig, timeout: float = 300) -> None:
         raise RuntimeError(f"hotspots wait failed: {proc.stderr.strip()}")
 
 
-def read_topic(config: stack.StackConfig, topic: str) -> list[tuple[Any, float]]:
-    """Every record of ``topic`` (JSON-decoded) with its Kafka timestamp (seconds)."""
+def read_topic(config: stack.StackConfig, topic: str,
+               decode: Callable[[bytes], Any] = orjson.loads) -> list[tuple[Any, float]]:
+    """Every record of ``topic`` (decoded) with its Kafka timestamp (seconds)."""
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=config.bootstrap, enable_auto_commit=False)
@@ -220,7 +221,7 @@ def read_topic(config: stack.StackConfig, topic: str) -> list[tuple[Any, float]]
         deadline = time.monotonic() + 60
         while any(consumer.position(tp) < ends[tp] for tp in parts) and time.monotonic() < deadline:
             for messages in consumer.poll(timeout_ms=500).values():
-                out += [(orjson.loads(m.value), m.timestamp / 1000) for m in messages]
+                out += [(decode(m.value), m.timestamp / 1000) for m in messages]
         return out
     finally:
         consumer.close()
@@ -233,7 +234,8 @@ def topic_alerts(config: stack.StackConfig) -> list[tuple[dict[str, Any], float]
 def accepted_times(config: stack.StackConfig) -> dict[str, float]:
     """When the worker accepted each event: its accepted envelope's Kafka timestamp."""
     topic = WorkerSettings(topic_prefix=config.topic_prefix).accepted_topic
-    return {row["event_id"]: ts for rows, ts in read_topic(config, topic) for row in rows}
+    return {row["event_id"]: ts for rows, ts in read_topic(config, topic, lambda v: list(accepted.rows(v)))
+            for row in rows}
 
 
 def stored_alerts(config: stack.StackConfig) -> list[dict[str, Any]]:

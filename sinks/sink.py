@@ -17,6 +17,7 @@ from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
 
+from hotspots import accepted
 from hotspots.contract import MEASURES, ROWS_PER_ENVELOPE
 from hotspots.heap import Heap
 from hotspots.kafka_security import connect_failure, kafka_kwargs
@@ -28,8 +29,7 @@ from sinks.store import Store
 log = logging.getLogger(__name__)
 
 ROLLUP_COLUMNS = ("period", "res", "kind", "period_start", "cell", *MEASURES, "seq")
-EVENT_COLUMNS = ("event_id", "kind", "occurred_at", "time_precision", "week_start", "month_start",
-                 "lat", "lon", "force", "operation", "cell8", "cell7", "cell6", *MEASURES, "payload")
+EVENT_COLUMNS = (*accepted.FIELDS[:-1], "payload")  # all but the source position
 DEAD_LETTER_COLUMNS = ("reason", "source", "detail", "raw")
 
 
@@ -39,24 +39,32 @@ def _rollup(key: bytes, value: bytes) -> list[tuple[Any, ...]]:
     out = []
     for name, seq, *measures in orjson.loads(value):
         period, res, cell, start, kind = name.split("|")
-        day = _DATES.get(start)
-        if day is None:
-            day = _DATES[start] = date.fromisoformat(start)
-        out.append((period, int(res), kind, day, int(cell), *measures, seq))
+        out.append((period, int(res), kind, _date(start), int(cell), *measures, seq))
     return out
 
 
 _DATES: dict[str, date] = {}  # period starts seen: a few thousand at most
 
 
+def _date(text: str) -> date:
+    day = _DATES.get(text)
+    if day is None:
+        day = _DATES[text] = date.fromisoformat(text)
+    return day
+
+
+_AT, _WEEK, _MONTH = (accepted.AT[f] for f in ("occurred_at", "week_start", "month_start"))
+
+
 def _events(key: bytes, value: bytes) -> list[tuple[Any, ...]]:
-    """An envelope of accepted events (one per worker batch)."""
+    """An envelope of accepted events (hotspots.accepted; one or more per worker fold)."""
     out = []
-    for row in orjson.loads(value):
-        row["occurred_at"] = datetime.fromisoformat(row["occurred_at"])
-        row["week_start"] = date.fromisoformat(row["week_start"])
-        row["month_start"] = date.fromisoformat(row["month_start"])
-        out.append(tuple(row[c] for c in EVENT_COLUMNS))
+    for values, payload in accepted.decode(value):
+        values[_AT] = datetime.fromisoformat(values[_AT])
+        values[_WEEK] = _date(values[_WEEK])
+        values[_MONTH] = _date(values[_MONTH])
+        values[-1] = payload  # in place of the source position
+        out.append(tuple(values))
     return out
 
 

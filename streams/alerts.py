@@ -45,6 +45,7 @@ from typing import Any
 import faust
 import orjson
 
+from hotspots import accepted
 from hotspots.caughtup import SOURCES, source_topic
 from hotspots.geo import partition_of, to_str
 from hotspots.metrics import ALERTS, OPEN_ALERTS, SPIKES_SILENT
@@ -176,6 +177,11 @@ class Fold:
 EMPTY_FEED = Feed().to_state()
 
 
+_EVENT_ID, _KIND, _OCCURRED, _PRECISION, _SRC = (accepted.AT[f] for f in (
+    "event_id", "kind", "occurred_at", "time_precision", "src"))
+_CELL = {res: accepted.AT[f"cell{res}"] for res in (6, 7, 8)}
+
+
 def fold_cells(fold: Fold, batch: list[tuple[int, bytes]], locate: DistrictLocator | None,
                partitions: int) -> dict[int, list[bytes]]:
     """Count each accepted row in its res-7 and res-6 cells; return the rows re-keyed by
@@ -183,25 +189,25 @@ def fold_cells(fold: Fold, batch: list[tuple[int, bytes]], locate: DistrictLocat
     by_district: dict[int, list[bytes]] = {}
     for partition, envelope in batch:
         feed = fold.feed(partition)
-        for row in orjson.loads(envelope):
-            if row["time_precision"] == "month":
+        for row, _ in accepted.decode(envelope):
+            if row[_PRECISION] == "month":
                 continue  # no day to count it on
-            bundle = f"cell6|{to_str(row['cell6'])}"
-            if not fold.fresh(partition, bundle, row.get("src")):
+            bundle = f"cell6|{to_str(row[_CELL[6]])}"
+            if not fold.fresh(partition, bundle, row[_SRC]):
                 continue  # a redelivery: counted, and re-keyed, before
-            at = datetime.fromisoformat(row["occurred_at"])
-            district = locate(row["cell8"]) if locate else None
+            occurred, kind, event_id = row[_OCCURRED], row[_KIND], row[_EVENT_ID]
+            at = datetime.fromisoformat(occurred)
+            district = locate(row[_CELL[8]]) if locate else None
             if district is not None:
-                record = {"district": district, "kind": row["kind"], "occurred_at": row["occurred_at"],
-                          "event_id": row["event_id"], "src": row.get("src")}
+                record = {"district": district, "kind": kind, "occurred_at": occurred,
+                          "event_id": event_id, "src": row[_SRC]}
                 by_district.setdefault(_partition(district, partitions), []).append(
                     orjson.dumps(record))
             day = local_date(at)
             if not feed.coverage.see(day, fold.config):
                 continue
             for res in CELL_RES:
-                fold.count(partition, bundle, to_str(row[f"cell{res}"]), res, row["kind"], at, day,
-                           row["event_id"])
+                fold.count(partition, bundle, to_str(row[_CELL[res]]), res, kind, at, day, event_id)
     return by_district
 
 

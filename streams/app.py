@@ -26,6 +26,7 @@ from typing import Any
 import faust
 import orjson
 
+from hotspots import accepted as accepted_topic
 from hotspots.caughtup import SOURCES
 from hotspots.contract import (
     BULK_CONTENT_TYPE,
@@ -58,20 +59,6 @@ log = logging.getLogger(__name__)
 ENVELOPE_BYTES = 256 * 1024
 BULK = BULK_CONTENT_TYPE.encode()
 SEEN_BATCH = "fold"  # key prefix of the seen table's per-fold records
-
-
-def envelopes(rows: list[bytes], limit: int) -> Iterator[bytes]:
-    """JSON arrays of the encoded rows, each at most ``limit`` bytes (or one oversized row)."""
-    chunk: list[bytes] = []
-    size = 2
-    for row in rows:
-        if chunk and size + len(row) + 1 > limit:
-            yield b"[" + b",".join(chunk) + b"]"
-            chunk, size = [], 2
-        chunk.append(row)
-        size += len(row) + 1
-    if chunk:
-        yield b"[" + b",".join(chunk) + b"]"
 
 
 # Ids per record of the seen table: at most 128 characters, a position and a 24-digit digest
@@ -253,8 +240,8 @@ def build_app(settings: WorkerSettings) -> faust.App:
                     # redelivery may have come before its fold's envelope was written. The
                     # sink keeps the highest seq, so a state sent twice changes nothing.
                     to_send.setdefault(group_key, set()).update(names)
-                rows.setdefault(msg.partition, []).append(
-                    orjson.dumps(accepted_row(ev, raw, cells, (msg.partition, pos), day, delta)))
+                rows.setdefault(msg.partition, []).append(accepted_topic.line(
+                    accepted_row(ev, cells, (msg.partition, pos), day, delta), raw))
                 kinds_out[ev.kind] += 1
         states: dict[int, list[list[Any]]] = {}  # rows of the rollups topic, by partition
         for group_key, keys in to_send.items():
@@ -280,7 +267,7 @@ def build_app(settings: WorkerSettings) -> faust.App:
         # to the source's partition number, so a consumer of the accepted topic sees each
         # area's events in order (spike detection relies on it).
         for partition, part_rows in rows.items():
-            for envelope in envelopes(part_rows, ENVELOPE_BYTES):
+            for envelope in accepted_topic.envelopes(part_rows, ENVELOPE_BYTES):
                 sent.append(accepted.send_soon(key=None, value=envelope, partition=partition))
         add_counts(EVENTS_IN, "worker", kinds_in)
         add_counts(EVENTS_OUT, "worker", kinds_out)

@@ -164,10 +164,10 @@ def group_rows(group: dict[str, Any], names: Iterable[str]) -> list[list[Any]]:
     return [[name, *states[name]] for name in names]
 
 
-def accepted_row(event: Event, raw: bytes, cells: dict[int, int] | None = None,
+def accepted_row(event: Event, cells: dict[int, int] | None = None,
                  src: tuple[int, int] = (0, 0), day: date | None = None,
-                 measures: tuple[int, ...] | None = None) -> dict[str, Any]:
-    """The record published on the accepted topic, for the raw-event table.
+                 measures: tuple[int, ...] | None = None) -> list[Any]:
+    """The values of an event's line on the accepted topic (hotspots.accepted.FIELDS order).
 
     ``src`` is (source partition, :func:`position`) where the event was accepted: always the
     same for the same event, so a consumer of the accepted topic can skip redeliveries.
@@ -175,17 +175,6 @@ def accepted_row(event: Event, raw: bytes, cells: dict[int, int] | None = None,
     """
     cells = cells or cells_of(event.lat, event.lon)
     month, week, _ = day_labels(day or local_date(event.occurred_at))
-    row: dict[str, Any] = {
-        "event_id": event.event_id, "kind": event.kind,
-        "occurred_at": event.occurred_at.isoformat(),
-        "time_precision": event.time_precision,
-        "week_start": week,
-        "month_start": f"{month}-01",
-        "lat": event.lat, "lon": event.lon, "force": event.force,
-        "operation": event.operation or "",
-        "cell8": cells[8], "cell7": cells[7], "cell6": cells[6],
-        "payload": raw.decode("utf-8", "replace"),
-        "src": list(src),
-    }
-    row.update(zip(MEASURES, measures or measures_of(event), strict=True))
-    return row
+    return [event.event_id, event.kind, event.occurred_at.isoformat(), event.time_precision,
+            week, f"{month}-01", event.lat, event.lon, event.force, event.operation or "",
+            cells[8], cells[7], cells[6], *(measures or measures_of(event)), list(src)]

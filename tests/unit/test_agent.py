@@ -18,6 +18,7 @@ import orjson
 import pytest
 from faust.topics import Topic
 
+from hotspots import accepted
 from hotspots.contract import BULK_CONTENT_TYPE, Arrest, Seizure, content_digest, encode_event
 from hotspots.geo import cell_of, partition_key, partition_of
 from hotspots.settings import WorkerSettings
@@ -101,7 +102,7 @@ async def put(agent: Any, event: Any, partition: int = 0) -> None:
 
 def accepted_ids(sent: Sent) -> list[str]:
     """Event ids of the accepted envelopes, in order."""
-    return [row["event_id"] for _, v, _ in sent.to(".accepted.v1") for row in orjson.loads(v)]
+    return [row["event_id"] for _, v, _ in sent.to(".accepted.v1") for row in accepted.rows(v)]
 
 
 def table(app: faust.App, name: str) -> dict[str, Any]:
@@ -255,7 +256,7 @@ def test_a_bulk_record_is_folded_event_by_event_and_only_once(tmp_path, sent):
     where = [orjson.loads(v)["source"] for _, v, _ in sent.to(".deadletter.v1")
              if orjson.loads(v)["raw"] != SENTINEL.decode()]
     assert where[0].endswith("[0]@0#1")
-    rows = [row for _, v, _ in sent.to(".accepted.v1") for row in orjson.loads(v)]
+    rows = [row for _, v, _ in sent.to(".accepted.v1") for row in accepted.rows(v)]
     assert [(r["event_id"], r["src"]) for r in rows] == [
         ("a-1", [0, position(0, 0)]), ("a-2", [0, position(0, 2)]),
         ("a-1", [0, position(0, 0)]), ("a-2", [0, position(0, 2)]),  # redelivered: same src

@@ -16,6 +16,7 @@ import pytest
 from faust.topics import Topic
 from prometheus_client import REGISTRY
 
+from hotspots import accepted
 from hotspots.contract import Arrest, RecordedCrime, Seizure, encode_event
 from hotspots.geo import cells_of, partition_of, to_str
 from hotspots.metrics import SPIKES_SILENT
@@ -40,8 +41,9 @@ def arrest(event_id: str, at: datetime, where: tuple[float, float] = CHELMSFORD)
 
 def envelope(events: list[Any], first: int = 0, partition: int = 0) -> bytes:
     """The worker's accepted envelope of ``events`` at offsets first, first + 1, ..."""
-    return orjson.dumps([accepted_row(e, encode_event(e), None, (partition, position(first + i)))
-                         for i, e in enumerate(events)])
+    return accepted.envelope([
+        accepted.line(accepted_row(e, None, (partition, position(first + i))), encode_event(e))
+        for i, e in enumerate(events)])
 
 
 def this_week(n: int, tag: str = "s") -> list[Arrest]:

@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from hotspots import cli
+from hotspots.accepted import envelope, line
 from hotspots.contract import (
     MEASURES,
     Arrest,
@@ -102,7 +103,7 @@ def state_record(key: RollupKey, measures: list[int], seq: int = 10**6) -> tuple
 
 
 def accepted(events: list[Event]) -> list[bytes]:
-    return [orjson.dumps([accepted_row(e, encode_event(e))]) for e in events]
+    return [envelope([line(accepted_row(e), encode_event(e))]) for e in events]
 
 
 def year(y: int) -> tuple[date, date]:

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hotspots import accepted
 from hotspots.contract import MEASURES, Arrest, Seizure, encode_event, measures_of
 from hotspots.geo import cells_of, to_str
 from sinks.sink import EVENT_COLUMNS, ROLLUP_COLUMNS
@@ -154,30 +155,49 @@ def test_group_rows_carry_each_keys_name_and_full_state():
 
 def test_accepted_row_shape():
     raw = encode_event(SEIZURE)
-    row = accepted_row(SEIZURE, raw)
+    values = accepted_row(SEIZURE)
+    assert len(values) == len(accepted.FIELDS)
+    [(decoded, payload)] = accepted.decode(accepted.envelope([accepted.line(values, raw)]))
+    assert decoded == values and payload == raw.decode()
+    row = dict(zip(accepted.FIELDS, values, strict=True))
     cells = cells_of(SEIZURE.lat, SEIZURE.lon)
     assert row["event_id"] == "s-1" and row["kind"] == "seizure"
     assert row["occurred_at"] == "2023-07-16T23:30:00+00:00"
     assert row["week_start"] == "2023-07-17"
     assert (row["cell8"], row["cell7"], row["cell6"]) == (cells[8], cells[7], cells[6])
     assert row["operation"] == "" and row["force"] == "essex"
-    assert row["payload"] == raw.decode()
-    assert list(row)[-len(MEASURES):] == list(MEASURES)
     # exactly what the sink writes, plus the source position that stream consumers dedupe by
-    assert set(row) == set(EVENT_COLUMNS) | {"src"} and row["src"] == [0, 0]
+    assert (*accepted.FIELDS[:-1], "payload") == EVENT_COLUMNS and row["src"] == [0, 0]
     assert tuple(row[m] for m in MEASURES) == measures_of(SEIZURE)
 
 
-def test_accepted_envelopes_stay_under_the_size_limit():
+@pytest.mark.parametrize("raw", [
+    b'{"a": 1}',
+    b'{\n  "kind": "arrest",\t"x": "tab\\t and \xc3\xa9"\n}',  # a pretty-printed single record
+    b'{"x": "a\\nb"}\r',
+])
+def test_accepted_lines_keep_the_original_bytes(raw: bytes) -> None:
+    values = ["id", 1, None, [0, 5]]
+    envelope = accepted.envelope([accepted.line(values, raw), accepted.line(values, b"{}")])
+    assert list(accepted.decode(envelope)) == [(values, raw.decode()), (values, "{}")]
+
+
+def test_accepted_envelopes_written_before_v2_are_still_read() -> None:
     import orjson
 
-    from streams.app import envelopes
+    values = accepted_row(SEIZURE, None, (2, 7))
+    raw = encode_event(SEIZURE).decode()
+    v1 = orjson.dumps([{**dict(zip(accepted.FIELDS, values, strict=True)), "payload": raw}])
+    assert list(accepted.decode(v1)) == [(values, raw)]
+    assert next(accepted.rows(v1))["src"] == [2, 7]
 
-    rows = [orjson.dumps({"event_id": f"e-{i}", "pad": "x" * 300}) for i in range(2000)]
-    out = list(envelopes(rows, 64 * 1024))
+
+def test_accepted_envelopes_stay_under_the_size_limit():
+    lines = [accepted.line([f"e-{i}"], b'{"pad": "' + b"x" * 300 + b'"}') for i in range(2000)]
+    out = list(accepted.envelopes(lines, 64 * 1024))
     assert all(len(e) <= 64 * 1024 for e in out) and len(out) > 1
-    assert [r["event_id"] for e in out for r in orjson.loads(e)] == [f"e-{i}" for i in range(2000)]
-    assert list(envelopes([], 1024)) == []
+    assert [v[0] for e in out for v, _ in accepted.decode(e)] == [f"e-{i}" for i in range(2000)]
+    assert list(accepted.envelopes([], 1024)) == []
 
 
 def test_positions_order_like_offsets_then_index() -> None:

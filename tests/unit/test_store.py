@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime
 import orjson
 import pytest
 
+from hotspots.accepted import envelope, line
 from hotspots.contract import (
     Arrest,
     CourtOutcome,
@@ -56,7 +57,7 @@ def worker_output(events: list[Event]) -> tuple[list[tuple[bytes, bytes]], list[
             group = groups.setdefault(group_key, empty_group())
             fold_group(group, subs, measures_of(event), "0", offset)
             rollups += [(b"", orjson.dumps([row])) for row in group_rows(group, subs)]
-        accepted.append(orjson.dumps([accepted_row(event, encode_event(event))]))
+        accepted.append(envelope([line(accepted_row(event), encode_event(event))]))
     return rollups, accepted
 
 
