@@ -154,6 +154,13 @@ def rss_mb(config: stack.StackConfig, name: str) -> float:
     return int(match[1]) / 1024 if match else float("nan")
 
 
+def cpu_seconds(config: stack.StackConfig, name: str) -> float:
+    """User and system CPU time a service's process has used so far."""
+    pid = int((Path(config.data_dir) / "run" / f"{name}.pid").read_text())
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def counts_by_kind(config: stack.StackConfig) -> dict[str, int]:
     """Every event counted, per kind, from the monthly resolution-6 rollups."""
     rows = api(config, "/v1/cells", {"from": "2010-01-01", "to": "2030-12-31", "res": 6,
@@ -405,6 +412,7 @@ def one_run(n: int, partitions: int, seed: int, fresh_seconds: float, producer_s
     with (tempfile.TemporaryDirectory(prefix="hotspots-bench-") as tmp,
           stack.throwaway(Path(tmp), "bench", partitions) as config):
         worker_idle = rss_mb(config, "worker")
+        cpu_before = {name: cpu_seconds(config, name) for name in stack.SERVICES}
         started = time.perf_counter()
         with profiled(config, profile, "replay"):
             produced = produce(config, lines, bulk)
@@ -414,6 +422,10 @@ def one_run(n: int, partitions: int, seed: int, fresh_seconds: float, producer_s
         # still be behind when the rollups are stored.
         caught_up(config, time.monotonic() + 3600, spikes=True)
         spikes_behind = time.perf_counter() - started - elapsed
+        # CPU per event: far steadier than rates on a shared machine, and it says which
+        # process pays. The worker's includes its spike agents.
+        cpu_us = {name: (cpu_seconds(config, name) - cpu_before[name]) / n * 1e6
+                  for name in stack.SERVICES}
         worker_after = rss_mb(config, "worker")
         counted = counts_by_kind(config)
         expected = expected_by_kind(lines)
@@ -421,13 +433,17 @@ def one_run(n: int, partitions: int, seed: int, fresh_seconds: float, producer_s
         if counted != expected or not check["ok"]:
             raise AssertionError(f"inexact: counted {counted}, expected {expected}; "
                                  f"reconcile {check}")
+        bare_cpu = time.process_time()
         baseline = bare_loop(config, n)
+        bare_cpu = (time.process_time() - bare_cpu) / n * 1e6
         result: dict[str, Any] = {
             "events": n, "bulk": bulk, "partitions": partitions,
             "pipeline_eps": n / elapsed, "pipeline_seconds": elapsed,
             "spikes_behind_seconds": spikes_behind,
             "producer_eps": n / produced, "baseline_eps": baseline,
             "ratio": n / elapsed / baseline, "counted": sum(counted.values()),
+            "worker_cpu_us": cpu_us["worker"], "sink_cpu_us": cpu_us["sink"],
+            "broker_cpu_us": cpu_us["broker"], "bare_cpu_us": bare_cpu,
             "drifted_keys": check["drifted_keys"], "rollup_keys": check["keys_checked"],
             "worker_rss_idle_mb": worker_idle, "worker_rss_mb": worker_after,
             "sink_rss_mb": rss_mb(config, "sink"),
@@ -459,6 +475,10 @@ FIGURES = (  # (label, key, format)
     ("bare aiokafka loop, events/s", "baseline_eps", "{:,.0f}"),
     ("ratio end to end / bare loop", "ratio", "{:.4f}"),
     ("spike agents done after the rollups, s", "spikes_behind_seconds", "{:.1f}"),
+    ("worker CPU per event (with its spike agents), µs", "worker_cpu_us", "{:.1f}"),
+    ("sink CPU per event, µs", "sink_cpu_us", "{:.1f}"),
+    ("broker CPU per event, µs", "broker_cpu_us", "{:.1f}"),
+    ("bare loop CPU per event (baseline), µs", "bare_cpu_us", "{:.2f}"),
     ("product producer, bulk, events/s", "producer_eps", "{:,.0f}"),
     ("product producer, single events, events/s", "producer_single_eps", "{:,.0f}"),
     ("kafka-python producer_performance, records/s", "kafka_python_eps", "{:,.0f}"),
