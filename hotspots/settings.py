@@ -194,7 +194,7 @@ class SinkSettings(_Common):
         None, description="ClickHouse server URL (http://user:pass@host:8123). Unset: embedded chDB.")
     database: str = Field("hotspots", description="ClickHouse database name.")
     sink_group: str = Field("hotspots-sink", description="Consumer group of the sink.")
-    batch_max: int = Field(5000, ge=1, description="Rows buffered before a flush.")
+    batch_max: int = Field(50_000, ge=1, description="Rows buffered before a flush (fewer, larger parts).")
     flush_interval: float = Field(0.5, gt=0, description="Seconds between flushes of a partial batch.")
     api_host: str = Field("127.0.0.1", description="HTTP API bind address.")
     api_port: int = Field(8765, description="HTTP API port.")
