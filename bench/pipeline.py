@@ -147,8 +147,13 @@ def caught_up(config: stack.StackConfig, deadline: float, spikes: bool = False) 
     wait_pipeline(config.bootstrap, worker, sink, deadline, spikes=spikes, settle=0.0)
 
 
+def service_pid(config: stack.StackConfig, name: str) -> int:
+    """The pid of a running service of the stack (broker, worker, sink)."""
+    return int((config.run_dir / f"{name}.pid").read_text())
+
+
 def rss_mb(config: stack.StackConfig, name: str) -> float:
-    pid = int((Path(config.data_dir) / "run" / f"{name}.pid").read_text())
+    pid = service_pid(config, name)
     status = Path(f"/proc/{pid}/status").read_text()
     match = re.search(r"VmRSS:\s+(\d+) kB", status)
     return int(match[1]) / 1024 if match else float("nan")
@@ -156,7 +161,7 @@ def rss_mb(config: stack.StackConfig, name: str) -> float:
 
 def cpu_seconds(config: stack.StackConfig, name: str) -> float:
     """User and system CPU time a service's process has used so far."""
-    pid = int((Path(config.data_dir) / "run" / f"{name}.pid").read_text())
+    pid = service_pid(config, name)
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
@@ -392,7 +397,7 @@ def profiled(config: stack.StackConfig, out: Path | None, phase: str) -> Iterato
     out.mkdir(parents=True, exist_ok=True)
     spies = []
     for name in ("worker", "sink"):
-        pid = (Path(config.data_dir) / "run" / f"{name}.pid").read_text().strip()
+        pid = str(service_pid(config, name))
         spies.append(subprocess.Popen(
             [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", pid, "--format",
              "raw", "--rate", "50", "--nonblocking", "-o", str(out / f"{phase}-{name}.txt")],

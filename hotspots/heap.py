@@ -3,7 +3,7 @@
 The worker holds millions of small containers (rollup states, seen ids) and the sink a large
 heap of its own. A full collection walks every one of them, and CPython runs one each time
 the heap has grown by a quarter: during a replay that was 15-20% of the worker's CPU (bench:
-9.3 s of collections in a 42 s, 200,000-event replay; 2.0 s with this, docs/bench.md).
+10.1 s of collections in a 42 s, 200,000-event replay; 3.2 s with this, docs/bench.md).
 
 So after each batch, what survived it is moved out of the collector's sight (``gc.freeze``),
 once the batch's own young garbage has been collected. Collections then walk only what the
