@@ -18,11 +18,12 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
 
 from hotspots import accepted
-from hotspots.contract import MEASURES, ROWS_PER_ENVELOPE
+from hotspots.contract import MEASURES, ROWS_PER_ENVELOPE, dead_letter
 from hotspots.heap import Heap
 from hotspots.kafka_security import connect_failure, kafka_kwargs
 from hotspots.metrics import BATCH_SIZE, SINK_FLUSH, SINK_LAG, SINK_ROWS, observe_lag
 from hotspots.settings import SinkSettings
+from sinks import landing
 from sinks.alerts import ALERT_COLUMNS, alert_rows
 from sinks.store import Store
 
@@ -74,7 +75,11 @@ def _dead_letter(key: bytes, value: bytes) -> list[tuple[Any, ...]]:
 
 
 class BatchingSink:
-    """Buffers decoded records per table; flush() writes them all or raises, keeping the batch."""
+    """Buffers records per table; flush() writes them all or raises, keeping the batch.
+
+    The worker's rollup and accepted envelopes are kept as they came and parsed by ClickHouse
+    (sinks.landing); the other topics are decoded here into rows.
+    """
 
     def __init__(self, store: Store, settings: SinkSettings) -> None:
         self.store = store
@@ -84,16 +89,31 @@ class BatchingSink:
             settings.dlq_topic: ("dead_letters", DEAD_LETTER_COLUMNS, _dead_letter),
             settings.alerts_topic: ("alerts", ALERT_COLUMNS, alert_rows),  # streams.alerts
         }
+        self.landings = {settings.rollups_topic: landing.ROLLUPS,
+                         settings.accepted_topic: landing.EVENTS}
         self.batches: dict[str, list[tuple[Any, ...]]] = {t: [] for t, _, _ in self.routes.values()}
+        # Envelopes for the landing tables, as they came, with the rows each holds.
+        self.landed: dict[str, list[tuple[bytes, int]]] = {t: [] for t in self.landings}
         self.size = 0
 
     def add(self, topic: str, key: bytes, value: bytes) -> None:
+        land = self.landings.get(topic)
+        if land is not None and land.text(value) is not None:
+            rows = land.rows(value)
+            self.landed[topic].append((value, rows))
+            self.size += rows
+            return
         table, _, convert = self.routes[topic]
-        rows = convert(key, value)
-        self.batches[table].extend(rows)
-        self.size += len(rows)
+        decoded = convert(key, value)
+        self.batches[table].extend(decoded)
+        self.size += len(decoded)
 
     def flush(self) -> None:
+        for topic, envelopes in self.landed.items():
+            if envelopes:
+                self._land(topic, envelopes)
+                self.landed[topic] = []
+                SINK_ROWS.labels(self.routes[topic][0]).inc(sum(n for _, n in envelopes))
         for table, columns, _ in self.routes.values():
             rows = self.batches[table]
             if rows:
@@ -101,6 +121,32 @@ class BatchingSink:
                 self.batches[table] = []
                 SINK_ROWS.labels(table).inc(len(rows))
         self.size = 0
+
+    def _land(self, topic: str, envelopes: list[tuple[bytes, int]]) -> None:
+        land = self.landings[topic]
+        body = b"\n".join(land.text(value) or b"" for value, _ in envelopes)
+        try:
+            self.store.insert_raw(land.table, land.column, body, land.fmt)
+            return
+        except Exception as exc:  # a bad envelope, or the store is down
+            log.warning("%s: ClickHouse refused the envelopes (%s); decoding them here",
+                        land.table, str(exc).splitlines()[0][:300])
+        # Part of the body may have landed before the error: the rows written again are
+        # identical twins, which the tables' keys replace, as for a redelivered batch.
+        table, columns, convert = self.routes[topic]
+        rows: list[tuple[Any, ...]] = []
+        dead: list[tuple[Any, ...]] = []
+        for value, _ in envelopes:
+            try:
+                rows.extend(convert(b"", value))
+            except Exception as exc:  # whatever the bytes hold
+                letter = dead_letter(value, "bad_envelope", f"{type(exc).__name__}: {exc}", topic)
+                dead.append(tuple(letter[c] for c in DEAD_LETTER_COLUMNS))
+        self.store.insert(table, rows, columns)  # raises while the store is down: retried
+        if dead:
+            log.error("%s: %d envelope(s) could not be decoded; stored as dead letters",
+                      topic, len(dead))
+            self.store.insert("dead_letters", dead, DEAD_LETTER_COLUMNS)
 
 
 REJOIN_AFTER = 60.0  # seconds without partitions before the sink replaces its consumer

@@ -15,6 +15,7 @@ import clickhouse_connect
 
 from hotspots.contract import MEASURES
 from hotspots.settings import SinkSettings
+from sinks import landing
 
 _MEASURE_COLS = ",\n  ".join(f"{m} UInt64" for m in MEASURES)
 
@@ -101,6 +102,7 @@ ORDER BY (res, kind, cell, week_start)""",
   earliest UInt64 MATERIALIZED 18446744073709551615 - toUInt64(toUnixTimestamp64Milli(first_seen))
 ) ENGINE = ReplacingMergeTree(earliest)
 ORDER BY alert_id""",
+    *landing.SCHEMA,  # after rollups and events: its views write into them
 )
 
 
@@ -138,6 +140,11 @@ class Store:
             return
         with self._lock:
             self.client.insert(f"{self.database}.{table}", rows, column_names=list(columns))
+
+    def insert_raw(self, table: str, column: str, body: bytes, fmt: str) -> None:
+        """Insert ``body``, text in ClickHouse input format ``fmt``, into one column of a table."""
+        with self._lock:
+            self.client.raw_insert(f"{self.database}.{table}", [column], body, fmt=fmt)
 
     def close(self) -> None:
         with self._lock:
