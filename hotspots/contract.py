@@ -313,6 +313,13 @@ def parse_event(payload: bytes | str | dict[str, Any]) -> Event:
 UK_AREA: tuple[float, float, float, float] = (-8.7, 49.8, 1.8, 60.9)
 
 
+# The store keeps periods as ClickHouse Dates (1970-01-01 to 2149-06-06): an event's week must
+# start inside that range. Before this check a 1965 event was accepted and then stopped the
+# sink, which retried its insert for ever. (Europe/London was UTC+1 all through 1970, so
+# this instant is Monday 5 January in London too.)
+EARLIEST = datetime(1970, 1, 5, tzinfo=UTC)
+
+
 @dataclass(frozen=True)
 class Admission:
     """Checks that need context beyond the record: the clock and the accepted area."""
@@ -326,6 +333,9 @@ class Admission:
             raise InvalidEvent("future_timestamp",
                                f"occurred_at {event.occurred_at.isoformat()} is after "
                                f"{(now + self.max_future).isoformat()}")
+        if event.occurred_at < EARLIEST:
+            raise InvalidEvent("too_old", f"occurred_at {event.occurred_at.isoformat()} is before "
+                                          f"{EARLIEST.date().isoformat()}, the first week stored")
         min_lon, min_lat, max_lon, max_lat = self.area
         if not (min_lon <= event.lon <= max_lon and min_lat <= event.lat <= max_lat):
             raise InvalidEvent("outside_area",

@@ -40,6 +40,7 @@ def bad_records(tag: str) -> list[tuple[bytes, str]]:
         (rec(occurred_at="yesterday"), "bad_timestamp"),
         (rec(occurred_at=1426000000), "bad_timestamp"),
         (rec(occurred_at="2099-01-01T00:00:00+00:00"), "future_timestamp"),
+        (rec(occurred_at="1965-03-10T09:00:00+00:00"), "too_old"),
         (rec(lat=95.0), "bad_coordinates"),
         (rec(lon=-200.0), "bad_coordinates"),
         (rec(lat=48.8566, lon=2.3522), "outside_area"),

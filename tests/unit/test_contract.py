@@ -525,6 +525,18 @@ def test_up_to_max_future_is_accepted(when):
     assert Admission().check(event, NOW) is event
 
 
+@pytest.mark.parametrize("when", ["1965-06-01T12:00:00+00:00", "1970-01-04T23:59:59.999999+00:00",
+                                  "1970-01-05T00:59:59+01:00", "0001-01-01T00:00:00+00:00"])
+def test_too_old(when):
+    err = admission_error(Admission(), event_at(when))
+    assert err.reason == "too_old" and "1970-01-05" in err.detail
+
+
+def test_the_first_storable_week_is_accepted():
+    event = event_at("1970-01-05T00:00:00+00:00")
+    assert Admission().check(event, NOW) is event
+
+
 def test_custom_max_future():
     strict = Admission(max_future=timedelta(0))
     assert strict.check(event_at(NOW), NOW)

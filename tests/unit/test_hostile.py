@@ -63,7 +63,7 @@ def test_reason_codes_were_found():
     assert {"not_json", "not_object", "oversized", "personal_data", "unknown_kind",
             "missing_field", "unexpected_field", "bad_field", "bad_timestamp",
             "naive_timestamp", "bad_coordinates", "unsupported_version", "future_timestamp",
-            "outside_area"} <= REASONS
+            "too_old", "outside_area"} <= REASONS
 
 
 def check_parse(payload: bytes | str | dict[str, Any]) -> Any:
