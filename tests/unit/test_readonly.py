@@ -118,8 +118,8 @@ def test_grants_are_select_only_and_keep_it_from_sensitive_data() -> None:
     assert grants()[0] == f"GRANT SELECT ON {database}.*"
     assert all(re.match(r"(GRANT|REVOKE) SELECT\b", g) for g in grants())
     revoked = {g.split(" ON ")[1] for g in grants() if g.startswith("REVOKE")}
-    assert revoked == {f"{database}.audit_log", f"{database}.events"} | {
-        f"{database}.dead_letters"}
+    assert revoked == {f"{database}.audit_log", f"{database}.events",
+                       f"{database}.events_from_landing", f"{database}.dead_letters"}
     assert "REVOKE SELECT(raw) ON hotspots.dead_letters" in grants()
     for title, sql in queries(database):  # what is revoked, no panel needs
         assert "audit_log" not in sql and f"{database}.events" not in sql, title
@@ -188,6 +188,7 @@ def test_the_same_user_on_a_server(tmp_path) -> None:
                 client.command(statement.format(db=database))
         for denied in (f"SELECT count() FROM {database}.audit_log",
                        f"SELECT count() FROM {database}.events",
+                       f"SELECT count() FROM {database}.events_from_landing",
                        f"SELECT raw FROM {database}.dead_letters"):
             with pytest.raises(Exception, match=r"ACCESS_DENIED|Not enough privileges"):
                 client.query(denied)
