@@ -164,7 +164,9 @@ class BrokerSettings(_Common):
 
 class ProducerSettings(_Common):
     linger_ms: int = Field(20, ge=0, description="kafka-python linger.ms: batching delay.")
-    compression: str = Field("gzip", description="Producer compression codec.")
+    compression: str = Field(
+        "lz4", description="Producer compression codec: lz4 or gzip. kafka-python's gzip is "
+                           "level 9: 10.8 us an event against 0.26 for lz4 (docs/bench.md).")
     bulk_linger_ms: int = Field(
         20, ge=0, description="Longest an event waits in a partial bulk record before it is sent "
                               "(producers with --bulk > 1). 0: partial bulks wait for flush().")
