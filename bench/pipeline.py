@@ -420,7 +420,9 @@ def one_run(n: int, partitions: int, seed: int, fresh_seconds: float, producer_s
         cpu_before = {name: cpu_seconds(config, name) for name in stack.SERVICES}
         started = time.perf_counter()
         with profiled(config, profile, "replay"):
+            producer_cpu = time.process_time()  # this process runs the product's producer
             produced = produce(config, lines, bulk)
+            producer_cpu = (time.process_time() - producer_cpu) / n * 1e6
             caught_up(config, time.monotonic() + 3600)
         elapsed = time.perf_counter() - started
         # The spike agents share the worker's process and read what it accepted: they may
@@ -448,7 +450,8 @@ def one_run(n: int, partitions: int, seed: int, fresh_seconds: float, producer_s
             "producer_eps": n / produced, "baseline_eps": baseline,
             "ratio": n / elapsed / baseline, "counted": sum(counted.values()),
             "worker_cpu_us": cpu_us["worker"], "sink_cpu_us": cpu_us["sink"],
-            "broker_cpu_us": cpu_us["broker"], "bare_cpu_us": bare_cpu,
+            "broker_cpu_us": cpu_us["broker"], "producer_cpu_us": producer_cpu,
+            "bare_cpu_us": bare_cpu,
             "drifted_keys": check["drifted_keys"], "rollup_keys": check["keys_checked"],
             "worker_rss_idle_mb": worker_idle, "worker_rss_mb": worker_after,
             "sink_rss_mb": rss_mb(config, "sink"),
@@ -483,6 +486,8 @@ FIGURES = (  # (label, key, format)
     ("worker CPU per event (with its spike agents), µs", "worker_cpu_us", "{:.1f}"),
     ("sink CPU per event, µs", "sink_cpu_us", "{:.1f}"),
     ("broker CPU per event, µs", "broker_cpu_us", "{:.1f}"),
+    ("producer CPU per event (validate, encode, compress, send), µs", "producer_cpu_us",
+     "{:.1f}"),
     ("bare loop CPU per event (baseline), µs", "bare_cpu_us", "{:.2f}"),
     ("product producer, bulk, events/s", "producer_eps", "{:,.0f}"),
     ("product producer, single events, events/s", "producer_single_eps", "{:,.0f}"),
