@@ -13,6 +13,7 @@ from datetime import date, datetime
 from typing import Any
 
 import orjson
+from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
@@ -128,7 +129,9 @@ class BatchingSink:
         try:
             self.store.insert_raw(land.table, land.column, body, land.fmt)
             return
-        except Exception as exc:  # a bad envelope, or the store is down
+        except DatabaseError as exc:  # ClickHouse answered, and refused them
+            if isinstance(exc, OperationalError):
+                raise  # the store is unreachable: the batch is retried whole, not decoded
             log.warning("%s: ClickHouse refused the envelopes (%s); decoding them here",
                         land.table, str(exc).splitlines()[0][:300])
         # Part of the body may have landed before the error: the rows written again are

@@ -1,11 +1,12 @@
 """`python tests/faults/sink_harness.py STATS FLAG MODE [SECONDS]`: the real sink with a store at fault.
 
 Runs the product's SinkLoop (its real consumer, batching, backoff and commits) on the real
-store, wrapped so that while the file FLAG exists every insert either fails (MODE
-``outage``: the store is unavailable) or first sleeps SECONDS (MODE ``slow``: a slow
-consumer). It is started as the stack's ``sink`` service and stops on SIGTERM, flushing
-and committing as the real sink does. At every insert attempt (when its buffer is fullest)
-and at exit it writes what it saw to STATS as JSON, with its RSS.
+store, wrapped so that while the file FLAG exists every insert (rows, or envelopes for
+ClickHouse to parse) either fails (MODE ``outage``: the store is unavailable) or first
+sleeps SECONDS (MODE ``slow``: a slow consumer). It is started as the stack's ``sink``
+service and stops on SIGTERM, flushing and committing as the real sink does. At every
+insert attempt (when its buffer is fullest) and at exit it writes what it saw to STATS as
+JSON, with its RSS.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ class FaultyStore:
         tmp.write_text(json.dumps(self.stats))
         tmp.replace(self.stats_path)
 
-    def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> None:
+    def _attempt(self) -> None:
+        """Record an insert attempt; while the flag exists fail it (outage) or delay it (slow)."""
         self.stats["attempts"] += 1
         faulty = self.flag.exists()
         if self.loop is not None:
@@ -63,9 +65,19 @@ class FaultyStore:
                 self.stats["failure_times"].append(round(time.monotonic(), 3))
                 raise ConnectionError("store unavailable (injected by the fault suite)")
             time.sleep(self.seconds)
+
+    def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> None:
+        self._attempt()
         self.store.insert(table, rows, columns)
         self.failing = False
         self.stats["inserted_rows"] += len(rows)
+
+    def insert_raw(self, table: str, column: str, body: bytes, fmt: str) -> None:
+        """The worker's envelopes, parsed by ClickHouse (sinks/landing.py): the same faults."""
+        self._attempt()
+        self.store.insert_raw(table, column, body, fmt)
+        self.failing = False
+        self.stats["inserted_rows"] += body.count(b"\n") + 1  # lines: at least one row each
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import orjson
+import pytest
+from clickhouse_connect.driver.exceptions import OperationalError
 
 from hotspots.accepted import FIELDS, envelope, line
 from hotspots.contract import (
@@ -165,3 +167,34 @@ def test_v1_envelopes_are_decoded_here(store, sink_settings):
     sink.flush()
     got = store.query("SELECT payload FROM {db}.events FINAL WHERE event_id = 'v1-0'")
     assert got == [{"payload": encode_event(event).decode()}]
+
+
+class _Unreachable:
+    """The real store, but its landing inserts fail as a server that cannot be reached does."""
+
+    def __init__(self, store) -> None:
+        self.store, self.inserts = store, 0
+
+    def insert_raw(self, *args) -> None:
+        raise OperationalError("connection refused")
+
+    def insert(self, *args) -> None:
+        self.inserts += 1
+        self.store.insert(*args)
+
+
+def test_an_unreachable_store_keeps_the_batch_and_decodes_nothing(store, sink_settings):
+    rollups, _ = worker_output(events_of(2055, "down")[:5])
+    unreachable = _Unreachable(store)
+    sink = BatchingSink(unreachable, sink_settings)
+    for value in rollups:
+        sink.add(sink_settings.rollups_topic, b"", value)
+    size = sink.size
+    with pytest.raises(OperationalError):
+        sink.flush()  # SinkLoop retries the whole batch later, with backoff
+    assert unreachable.inserts == 0 and sink.size == size
+    assert len(sink.landed[sink_settings.rollups_topic]) == len(rollups)
+    sink.store = store
+    sink.flush()
+    got = store.query("SELECT count() AS n FROM {db}.rollups WHERE toYear(period_start) = 2055")
+    assert got[0]["n"] == size
