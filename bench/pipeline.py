@@ -412,12 +412,14 @@ def profiled(config: stack.StackConfig, out: Path | None, phase: str) -> Iterato
 
 
 def one_run(n: int, partitions: int, seed: int, fresh_seconds: float, producer_sample: int,
-            bulk: int, profile: Path | None = None) -> dict[str, Any]:
+            bulk: int, profile: Path | None = None, workers: int = 1) -> dict[str, Any]:
     lines = event_lines(n, seed, date(2015, 1, 1), 3652, f"bench{seed}")
     with (tempfile.TemporaryDirectory(prefix="hotspots-bench-") as tmp,
           stack.throwaway(Path(tmp), "bench", partitions) as config):
+        added = stack.scale_workers(config, workers)
         worker_idle = rss_mb(config, "worker")
-        cpu_before = {name: cpu_seconds(config, name) for name in stack.SERVICES}
+        services = (*stack.SERVICES, *added)
+        cpu_before = {name: cpu_seconds(config, name) for name in services}
         started = time.perf_counter()
         with profiled(config, profile, "replay"):
             producer_cpu = time.process_time()  # this process runs the product's producer
@@ -432,8 +434,11 @@ def one_run(n: int, partitions: int, seed: int, fresh_seconds: float, producer_s
         # CPU per event: far steadier than rates on a shared machine, and it says which
         # process pays. The worker's includes its spike agents.
         cpu_us = {name: (cpu_seconds(config, name) - cpu_before[name]) / n * 1e6
-                  for name in stack.SERVICES}
+                  for name in services}
         worker_after = rss_mb(config, "worker")
+        for name in added:  # the workers' total
+            cpu_us["worker"] += cpu_us[name]
+            worker_after += rss_mb(config, name)
         counted = counts_by_kind(config)
         expected = expected_by_kind(lines)
         check = api(config, "/v1/reconcile")
@@ -444,7 +449,7 @@ def one_run(n: int, partitions: int, seed: int, fresh_seconds: float, producer_s
         baseline = bare_loop(config, n)
         bare_cpu = (time.process_time() - bare_cpu) / n * 1e6
         result: dict[str, Any] = {
-            "events": n, "bulk": bulk, "partitions": partitions,
+            "events": n, "bulk": bulk, "partitions": partitions, "workers": workers,
             "pipeline_eps": n / elapsed, "pipeline_seconds": elapsed,
             "spikes_behind_seconds": spikes_behind,
             "producer_eps": n / produced, "baseline_eps": baseline,
@@ -547,6 +552,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--bulk", type=int, default=500)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker processes sharing the partitions (CPU and RSS: their total)")
     parser.add_argument("--freshness-seconds", type=float, default=30)
     parser.add_argument("--producer-sample", type=int, default=200_000)
     parser.add_argument("--smoke", action="store_true", help="the CI check (see smoke())")
@@ -558,7 +565,8 @@ def main() -> None:
     if args.smoke:
         sys.exit(smoke(args.events, args.update_reference))
     runs = [one_run(args.events, args.partitions, 1000 + i, args.freshness_seconds,
-                    args.producer_sample, args.bulk, args.profile if i == 0 else None)
+                    args.producer_sample, args.bulk, args.profile if i == 0 else None,
+                    args.workers)
             for i in range(args.runs)]
     out = {"when": datetime.now(UTC).isoformat(), "machine": machine(), "runs": runs}
     RESULTS.mkdir(exist_ok=True)

@@ -123,8 +123,9 @@ def _settings_kwargs(config: StackConfig) -> dict[str, Any]:
             "topic_prefix": config.topic_prefix, "partitions": config.partitions}
 
 
-def worker_ready(config: StackConfig) -> bool:
-    """The worker's group is stable and some member owns the events topic."""
+def worker_ready(config: StackConfig, members: int = 1) -> bool:
+    """The worker's group is stable, with at least ``members`` members, and some member owns
+    the events topic."""
     from kafka import KafkaAdminClient
 
     settings = WorkerSettings(**_settings_kwargs(config))
@@ -137,7 +138,8 @@ def worker_ready(config: StackConfig) -> bool:
         group = admin.describe_groups([group_id])[group_id]
         assigned = {a["topic"] for m in group["members"]
                     for a in m["member_assignment"]["assigned_partitions"]}
-        return group["group_state"] == "Stable" and events in assigned
+        return (group["group_state"] == "Stable" and len(group["members"]) >= members
+                and events in assigned)
     except Exception:
         return False
     finally:
@@ -210,6 +212,23 @@ def up(config: StackConfig, timeout: float = 120.0,
     return timings
 
 
+def scale_workers(config: StackConfig, total: int, timeout: float = 120.0) -> list[str]:
+    """Start worker processes until ``total`` share the worker's group (faust splits the
+    partitions between them); `down` stops them too. Returns the added ones' names."""
+    names = [f"worker{i}" for i in range(2, total + 1)]
+    for name in names:
+        if _pid(config, name) is None:
+            start_service(config, name, service_argv("worker", config))
+    for name in names:
+        _await(f"{total} workers", lambda c: worker_ready(c, total), config, name, timeout)
+    return names
+
+
+def added_workers(config: StackConfig) -> list[str]:
+    """The names of the workers scale_workers started."""
+    return sorted(p.stem for p in config.run_dir.glob("worker?*.pid"))
+
+
 def status(config: StackConfig) -> dict[str, dict[str, object]]:
     out: dict[str, dict[str, object]] = {}
     for name in SERVICES:
@@ -243,7 +262,7 @@ def stop_service(config: StackConfig, name: str, sig: int = signal.SIGTERM,
 
 def down(config: StackConfig, echo: Callable[[str], object] = print) -> None:
     # Consumers first, so they commit and leave their groups while the broker is still up.
-    for name in ("sink", "worker", "broker"):
+    for name in ("sink", *added_workers(config), "worker", "broker"):
         if stop_service(config, name):
             echo(f"{name}: stopped")
 
