@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from h3.api import basic_int as h3i
 from h3.api import basic_str as h3s
 from kafka.partitioner.default import murmur2
@@ -17,6 +19,10 @@ def cell_of(lat: float, lon: float, res: int = FINEST_RES) -> int:
     return int(h3i.latlng_to_cell(lat, lon, res))
 
 
+# police.uk coordinates are snap points, a few thousand per force, so the producer and the
+# worker meet the same points again and again: remember the last many. (Read the result,
+# never change it: it is shared.)
+@functools.lru_cache(maxsize=1 << 15)  # ~12 MB
 def cells_of(lat: float, lon: float) -> dict[int, int]:
     """The point's cell at each rollup resolution, {res: cell}."""
     finest = cell_of(lat, lon, FINEST_RES)
@@ -24,6 +30,7 @@ def cells_of(lat: float, lon: float) -> dict[int, int]:
             for res in RESOLUTIONS}
 
 
+@functools.lru_cache(maxsize=1 << 15)
 def partition_key(lat: float, lon: float) -> bytes:
     """The res-6 *ancestor* of the point's finest cell, as the rollups key it (cells_of).
 
@@ -34,6 +41,7 @@ def partition_key(lat: float, lon: float) -> bytes:
     return to_str(cells_of(lat, lon)[PARTITION_RES]).encode()
 
 
+@functools.lru_cache(maxsize=1 << 14)  # kafka-python's murmur2 is pure Python: ~5 µs a call
 def partition_of(key: bytes, partitions: int) -> int:
     """The partition Kafka's default (murmur2) partitioner picks for ``key``."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
