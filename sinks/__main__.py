@@ -13,7 +13,7 @@ import uvicorn
 from hotspots.metrics import mark_up
 from hotspots.settings import SinkSettings
 from sinks.api import build_api
-from sinks.sink import SinkLoop
+from sinks.sink import SinkLoop, SupervisedLoop
 from sinks.store import Store
 
 log = logging.getLogger("hotspots.sink")
@@ -23,13 +23,14 @@ def serve() -> int:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s %(message)s")
     settings = SinkSettings()
     store = Store(settings)
-    loop = SinkLoop(store, settings)
+    # Started again in this process when it fails (a broker outage): the API stays up.
+    loop = SupervisedLoop(lambda: SinkLoop(store, settings))
 
     def run_loop() -> None:
         try:
             loop.run()
         except Exception:
-            log.exception("sink loop died; stopping the process so the supervisor sees it")
+            log.exception("sink loop died while stopping")
             os.kill(os.getpid(), signal.SIGTERM)
 
     thread = threading.Thread(target=run_loop, name="sink", daemon=True)
@@ -37,7 +38,8 @@ def serve() -> int:
 
     def health() -> dict[str, object]:
         return {"ok": loop.healthy.is_set() and thread.is_alive(), "embedded": store.embedded,
-                "batches": loop.flushed_batches, "rows": loop.flushed_rows}
+                "batches": loop.flushed_batches, "rows": loop.flushed_rows,
+                "restarts": loop.restarts}
 
     scheduler = None
     if settings.ehsa_interval > 0:
@@ -73,7 +75,7 @@ def serve() -> int:
         scheduler.stop.set()
     if webhook is not None:
         webhook.close()
-    loop.stop.set()  # uvicorn returned on SIGTERM/SIGINT: flush the last batch and commit
+    loop.stop()  # uvicorn returned on SIGTERM/SIGINT: flush the last batch and commit
     thread.join(timeout=30)
     audit.close()  # no request is in flight any more: write the queued audit entries
     store.close()

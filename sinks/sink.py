@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import date, datetime
 from typing import Any
 
@@ -269,6 +270,69 @@ class SinkLoop:
         self.flushed_batches += 1
         self.flushed_rows += rows
         self.heap.settle()
+
+
+class SupervisedLoop:
+    """The sink loop, started again with a new consumer whenever it fails (a broker outage, a
+    commit refused after a long store outage moved the group on). The HTTP API in the same
+    process keeps serving the store meanwhile, and no outside supervisor is needed. What the
+    failed loop had not committed is read again; the tables absorb rows stored twice.
+
+    The first loop is made in the caller's thread, so a wrong address still fails at start.
+    """
+
+    def __init__(self, make: Callable[[], SinkLoop], first_delay: float = 1.0,
+                 max_delay: float = 30.0) -> None:
+        self.make, self.first_delay, self.max_delay = make, first_delay, max_delay
+        self.loop = make()
+        self.stopping = threading.Event()
+        self.restarts = 0
+        self._before = (0, 0)  # batches and rows the loops before this one flushed
+
+    @property
+    def healthy(self) -> threading.Event:
+        return self.loop.healthy
+
+    @property
+    def flushed_batches(self) -> int:  # over every loop: the map's live updates follow it
+        return self._before[0] + self.loop.flushed_batches
+
+    @property
+    def flushed_rows(self) -> int:
+        return self._before[1] + self.loop.flushed_rows
+
+    def run(self) -> None:
+        delay = self.first_delay
+        while True:
+            started = time.monotonic()
+            try:
+                self.loop.run()
+                return  # stopped
+            except Exception:
+                if self.stopping.is_set():
+                    raise
+                if time.monotonic() - started > 60:  # it had worked a while: a new outage
+                    delay = self.first_delay
+                log.exception("the sink loop failed; starting a new one in %.1fs", delay)
+            while True:
+                if self.stopping.wait(delay):
+                    return
+                delay = min(delay * 2, self.max_delay)
+                try:
+                    loop = self.make()
+                except Exception as exc:  # e.g. Kafka still unreachable
+                    log.warning("cannot start the sink loop yet (%s); next try in %.1fs", exc, delay)
+                    continue
+                self._before = (self.flushed_batches, self.flushed_rows)
+                self.loop = loop
+                break
+            self.restarts += 1
+            if self.stopping.is_set():  # stop() may have told the old loop only
+                self.loop.stop.set()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.loop.stop.set()
 
 
 class _FlushOnRevoke(ConsumerRebalanceListener):
