@@ -15,6 +15,7 @@ instead (sinks.sink), so a good one still becomes rows and a bad one a dead lett
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 from hotspots import accepted
@@ -62,27 +63,43 @@ ARRAY JOIN [JSONExtract(if(tab = 0, line, substring(line, 1, tab - 1)), 'Tuple({
 )
 
 
+def _rollups_fit(value: bytes) -> bool:
+    return value.startswith(b"[[")
+
+
+def _rollups_text(value: bytes) -> bytes:
+    return b"[" + value + b"]"  # one JSONCompactEachRow row: [rows]
+
+
+def _rollup_rows(value: bytes) -> int:
+    return value.count(b"],[") + 1  # names and numbers: "],[" only between rows
+
+
+def _events_fit(value: bytes) -> bool:
+    return value.startswith(accepted.MAGIC) and len(value) > len(accepted.MAGIC)  # not v1
+
+
+def _events_text(value: bytes) -> bytes:
+    return value[len(accepted.MAGIC):]  # LineAsString: one row per line
+
+
+def _event_rows(value: bytes) -> int:
+    return value.count(b"\n")  # the magic's newline, then one before each line but the first
+
+
 class Landing(NamedTuple):
-    """How one topic's envelopes land: the landing table, its one column and input format,
-    the envelope as that format's text (None: not this shape, decode it in Python) and the
-    number of rows it holds."""
+    """How one topic's envelopes land: the landing table, its one column and input format;
+    whether an envelope has the shape it takes (if not, the sink decodes it in Python), the
+    envelope as that format's text, and the number of rows it holds."""
 
     table: str
     column: str
     fmt: str
-
-    def text(self, value: bytes) -> bytes | None:
-        if self.table == ROLLUPS_LANDING:  # one JSONCompactEachRow row: [rows]
-            return b"[" + value + b"]" if value.startswith(b"[[") else None
-        if value.startswith(accepted.MAGIC) and len(value) > len(accepted.MAGIC):
-            return value[len(accepted.MAGIC):]  # LineAsString: one row per line
-        return None  # a v1 envelope, written before v2
-
-    def rows(self, value: bytes) -> int:
-        if self.table == ROLLUPS_LANDING:  # names and numbers: "],[" only between rows
-            return value.count(b"],[") + 1
-        return value.count(b"\n")  # the magic's newline, then one before each line but the first
+    fits: Callable[[bytes], bool]
+    text: Callable[[bytes], bytes]
+    rows: Callable[[bytes], int]
 
 
-ROLLUPS = Landing(ROLLUPS_LANDING, "rows", "JSONCompactEachRow")
-EVENTS = Landing(EVENTS_LANDING, "line", "LineAsString")
+ROLLUPS = Landing(ROLLUPS_LANDING, "rows", "JSONCompactEachRow", _rollups_fit, _rollups_text,
+                  _rollup_rows)
+EVENTS = Landing(EVENTS_LANDING, "line", "LineAsString", _events_fit, _events_text, _event_rows)

@@ -100,7 +100,7 @@ class BatchingSink:
 
     def add(self, topic: str, key: bytes, value: bytes) -> None:
         land = self.landings.get(topic)
-        if land is not None and land.text(value) is not None:
+        if land is not None and land.fits(value):
             rows = land.rows(value)
             self.landed[topic].append((value, rows))
             self.size += rows
@@ -126,7 +126,7 @@ class BatchingSink:
 
     def _land(self, topic: str, envelopes: list[tuple[bytes, int]]) -> None:
         land = self.landings[topic]
-        body = b"\n".join(land.text(value) or b"" for value, _ in envelopes)
+        body = b"\n".join(land.text(value) for value, _ in envelopes)
         try:
             self.store.insert_raw(land.table, land.column, body, land.fmt)
             return

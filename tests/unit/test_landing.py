@@ -160,7 +160,7 @@ def test_v1_envelopes_are_decoded_here(store, sink_settings):
     values = accepted_row(event, cells_of(event.lat, event.lon))
     old = orjson.dumps([{**dict(zip(FIELDS[:-1], values[:-1], strict=True)),
                          "payload": encode_event(event).decode()}])  # as written before v2
-    assert landing.EVENTS.text(old) is None and landing.ROLLUPS.text(b"[]") is None
+    assert not landing.EVENTS.fits(old) and not landing.ROLLUPS.fits(b"[]")
     sink = BatchingSink(store, sink_settings)
     sink.add(sink_settings.accepted_topic, b"", old)
     assert len(sink.batches["events"]) == 1 and not sink.landed[sink_settings.accepted_topic]
