@@ -16,7 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -216,9 +216,12 @@ def scale_workers(config: StackConfig, total: int, timeout: float = 120.0) -> li
     """Start worker processes until ``total`` share the worker's group (faust splits the
     partitions between them); `down` stops them too. Returns the added ones' names."""
     names = [f"worker{i}" for i in range(2, total + 1)]
+    # Same data dir (memory tables: faust keeps nothing there); no exporter, whose port
+    # is the first worker's.
+    quiet = replace(config, metrics_port=0)
     for name in names:
         if _pid(config, name) is None:
-            start_service(config, name, service_argv("worker", config))
+            start_service(quiet, name, service_argv("worker", quiet))
     for name in names:
         _await(f"{total} workers", lambda c: worker_ready(c, total), config, name, timeout)
     return names
