@@ -158,6 +158,7 @@ class BatchingSink:
 # about 60, 2026-11-29); the hung client also spins a core. 60 s cost a
 # 20k-event smoke run a 10x slower rate; a healthy single-member join takes well under 1 s.
 REJOIN_AFTER = 15.0
+SESSION_TIMEOUT_MS = 10_000  # below REJOIN_AFTER: a dead predecessor is gone before that fires
 # Rows one record may carry: a worker envelope (ROWS_PER_ENVELOPE rollup rows, or up to
 # 256 KB of accepted events, as many). Polls are sized by it so that the buffer stays near
 # batch_max rows however many rows a record carries.
@@ -194,6 +195,10 @@ class SinkLoop:
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 max_poll_records=self.settings.batch_max,
+                # A sink killed -9 stays a member until its session expires, and its successor
+                # gets no partition until then: 45 s with kafka-python's default. Heartbeats
+                # come from a background thread, so a long flush does not end the session.
+                session_timeout_ms=SESSION_TIMEOUT_MS,
             )
         except KafkaError as exc:
             raise RuntimeError(connect_failure(self.settings, exc)) from None
