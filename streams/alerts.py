@@ -39,7 +39,7 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from functools import lru_cache, partial
+from functools import partial
 from typing import Any
 
 import faust
@@ -201,7 +201,8 @@ def fold_cells(fold: Fold, batch: list[tuple[int, bytes]], locate: DistrictLocat
             if district is not None:
                 record = {"district": district, "kind": kind, "occurred_at": occurred,
                           "event_id": event_id, "src": row[_SRC]}
-                by_district.setdefault(_partition(district, partitions), []).append(
+                # As if keyed by the district's name (Kafka's default partitioner).
+                by_district.setdefault(partition_of(district.encode(), partitions), []).append(
                     orjson.dumps(record))
             day = local_date(at)
             if not feed.coverage.see(day, fold.config):
@@ -209,12 +210,6 @@ def fold_cells(fold: Fold, batch: list[tuple[int, bytes]], locate: DistrictLocat
             for res in CELL_RES:
                 fold.count(partition, bundle, to_str(row[_CELL[res]]), res, kind, at, day, event_id)
     return by_district
-
-
-@lru_cache(maxsize=1024)
-def _partition(district: str, partitions: int) -> int:
-    """The partition of a district: as if keyed by its name (Kafka's default partitioner)."""
-    return partition_of(district.encode(), partitions)
 
 
 def fold_districts(fold: Fold, batch: list[tuple[int, bytes]]) -> None:
