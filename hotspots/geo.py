@@ -47,6 +47,9 @@ def partition_of(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
+# The spike agents name each event's res-6 and res-7 cells, of which a force has a few
+# hundred: 0.09 µs a remembered name against 0.7 for h3's.
+@functools.lru_cache(maxsize=1 << 16)
 def to_str(cell: int) -> str:
     return str(h3i.int_to_str(cell))
 
