@@ -166,6 +166,22 @@ def cpu_seconds(config: stack.StackConfig, name: str) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
+def topic_bytes(config: stack.StackConfig) -> dict[str, int]:
+    """Bytes in the broker's logs per topic (as stored: compressed batches), prefix dropped.
+
+    Read from the log directories (``<topic>-<partition>/*.log``), so it counts what the
+    broker appended and will serve to every reader of the topic."""
+    sizes: dict[str, int] = {}
+    for part in (Path(config.data_dir) / "kafka" / "data").iterdir():
+        topic, dash, number = part.name.rpartition("-")
+        if not dash or not number.isdigit():
+            continue
+        size = sum(f.stat().st_size for f in part.glob("*.log"))
+        topic = topic.removeprefix(config.topic_prefix + ".")
+        sizes[topic] = sizes.get(topic, 0) + size
+    return sizes
+
+
 def counts_by_kind(config: stack.StackConfig) -> dict[str, int]:
     """Every event counted, per kind, from the monthly resolution-6 rollups."""
     rows = api(config, "/v1/cells", {"from": "2010-01-01", "to": "2030-12-31", "res": 6,
@@ -439,6 +455,7 @@ def one_run(n: int, partitions: int, seed: int, fresh_seconds: float, producer_s
         for name in added:  # the workers' total
             cpu_us["worker"] += cpu_us[name]
             worker_after += rss_mb(config, name)
+        written = topic_bytes(config)
         counted = counts_by_kind(config)
         expected = expected_by_kind(lines)
         check = api(config, "/v1/reconcile")
@@ -460,6 +477,9 @@ def one_run(n: int, partitions: int, seed: int, fresh_seconds: float, producer_s
             "drifted_keys": check["drifted_keys"], "rollup_keys": check["keys_checked"],
             "worker_rss_idle_mb": worker_idle, "worker_rss_mb": worker_after,
             "sink_rss_mb": rss_mb(config, "sink"),
+            # Bytes per event written to each topic over the replay (the stack was fresh).
+            "topic_bytes_per_event": {topic: round(size / n, 1)
+                                      for topic, size in sorted(written.items()) if size},
         }
         if producer_sample:
             size = round(statistics.mean(len(x) for x in lines[:1000]))
