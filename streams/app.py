@@ -38,6 +38,7 @@ from hotspots.contract import (
 )
 from hotspots.geo import PARTITION_RES, cells_of, partition_of, to_str
 from hotspots.heap import Heap
+from hotspots.kafka_metadata import track_every_topic_sent
 from hotspots.kafka_security import faust_credentials
 from hotspots.metrics import BATCH_SIZE, EVENTS_IN, EVENTS_OUT, INVALID, UNKNOWN_KIND, add_counts, observe_lag
 from hotspots.periods import local_date
@@ -83,6 +84,7 @@ def where(origin: str, bulk: bool, index: int) -> str:
 
 
 def build_app(settings: WorkerSettings) -> faust.App:
+    track_every_topic_sent()  # else a send to a new topic can stall every other (see there)
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.bootstrap}",

@@ -319,3 +319,14 @@ def test_a_full_seen_record_with_the_longest_ids_stays_far_below_1_mb():
     assert [len(p) for p in pieces] == [SEEN_PER_RECORD] * 3 + [1]
     assert max(len(orjson.dumps(p)) for p in pieces) < 512 * 1024
     assert [k for p in pieces for k in p] == list(ids)  # position order kept
+
+
+def test_the_worker_tracks_every_topic_its_producer_sends_to(tmp_path):
+    # hotspots/kafka_metadata.py: without it, a send to a new topic can strand the others.
+    from aiokafka.client import AIOKafkaClient
+
+    from hotspots import kafka_metadata
+
+    kafka_metadata.as_released()
+    build_app(WorkerSettings(data_dir=tmp_path))
+    assert AIOKafkaClient._wait_on_metadata is kafka_metadata._wait_on_metadata
