@@ -570,6 +570,9 @@ def smoke(events: int, update: bool) -> int:
 
 
 def main() -> None:
+    # A run stopped by `timeout` or CI still stops its stack (the throwaway's finally):
+    # left running, a broker, a worker and a sink would skew every run after it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=3)
