@@ -14,6 +14,7 @@ Tuned on ``bench.spikes_eval`` (docs/spikes-evaluation.md): min_count 5, alpha 0
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Callable, Sequence
@@ -165,6 +166,9 @@ class SpikeConfig:
     resume_gap_days: int = 28
 
 
+# Three calls an event in the spike agents, over a few thousand distinct days: 0.13 µs a
+# remembered Monday against 1.2 µs computed.
+@functools.lru_cache(maxsize=1 << 14)
 def _monday(day: date) -> date:
     return day - timedelta(days=day.weekday())
 
