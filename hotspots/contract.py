@@ -355,9 +355,9 @@ def encode_event(event: Event) -> bytes:
     """The event's canonical bytes: its fields in model order, None left out, UTC as "Z".
 
     The same bytes as ``orjson.dumps(event.model_dump(mode="json", exclude_none=True))``
-    (tests/unit/test_contract.py checks it), which content_digest hashes, without pydantic's
+    (tests/unit/test_hostile.py checks it), which content_digest hashes, without pydantic's
     serializer: the models hold only str, int, float, bool and UTC datetimes, which orjson
-    writes as pydantic does. A third of the digest's cost in the worker and the producer.
+    writes as pydantic does: content_digest 4.3 -> 3.1 µs an event (docs/bench.md).
     """
     return orjson.dumps({k: v for k, v in event.__dict__.items() if v is not None},
                         option=orjson.OPT_UTC_Z)

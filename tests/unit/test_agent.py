@@ -16,9 +16,10 @@ from typing import Any
 import faust
 import orjson
 import pytest
+from aiokafka.client import AIOKafkaClient
 from faust.topics import Topic
 
-from hotspots import accepted
+from hotspots import accepted, kafka_metadata
 from hotspots.contract import BULK_CONTENT_TYPE, Arrest, Seizure, content_digest, encode_event
 from hotspots.geo import cell_of, partition_key, partition_of
 from hotspots.settings import WorkerSettings
@@ -323,10 +324,6 @@ def test_a_full_seen_record_with_the_longest_ids_stays_far_below_1_mb():
 
 def test_the_worker_tracks_every_topic_its_producer_sends_to(tmp_path):
     # hotspots/kafka_metadata.py: without it, a send to a new topic can strand the others.
-    from aiokafka.client import AIOKafkaClient
-
-    from hotspots import kafka_metadata
-
     kafka_metadata.as_released()
     build_app(WorkerSettings(data_dir=tmp_path))
     assert AIOKafkaClient._wait_on_metadata is kafka_metadata._wait_on_metadata
