@@ -198,6 +198,10 @@ class SinkSettings(_Common):
     sink_group: str = Field("hotspots-sink", description="Consumer group of the sink.")
     batch_max: int = Field(50_000, ge=1, description="Rows buffered before a flush (fewer, larger parts).")
     flush_interval: float = Field(0.5, gt=0, description="Seconds between flushes of a partial batch.")
+    flush_quiet: float = Field(
+        0.05, ge=0, description="Flush a partial batch as soon as no record has come for this "
+                                "many seconds (0: by size and interval only): prompt when the "
+                                "input is light, large batches when it is heavy.")
     api_host: str = Field("127.0.0.1", description="HTTP API bind address.")
     api_port: int = Field(8765, description="HTTP API port.")
     ehsa_interval: float = Field(

@@ -230,15 +230,20 @@ class SinkLoop:
         self.healthy.set()
         try:
             while not self.stop.is_set():
+                # With rows waiting, a short poll: one that comes back empty means the input
+                # has gone quiet (the worker's fold has been read whole), so flush now.
+                quiet = self.settings.flush_quiet if self.pending else 0.0
                 polled = self.consumer.poll(
-                    timeout_ms=100, max_records=poll_size(self.sink.size, self.settings.batch_max))
+                    timeout_ms=round(quiet * 1000) or 100,
+                    max_records=poll_size(self.sink.size, self.settings.batch_max))
                 unassigned_since = self._rejoin_if_stuck(unassigned_since)
                 for tp, messages in polled.items():
                     for message in messages:
                         self.sink.add(tp.topic, message.key, message.value)
                     self.pending[tp] = messages[-1].offset + 1
                     self.newest_ms = max(self.newest_ms, messages[-1].timestamp or 0)
-                due = time.monotonic() - last_flush >= self.settings.flush_interval
+                due = (time.monotonic() - last_flush >= self.settings.flush_interval
+                       or (quiet > 0 and not polled))
                 if self.pending and (self.sink.size >= self.settings.batch_max or due):
                     self.flush_and_commit()
                     last_flush = time.monotonic()
