@@ -138,6 +138,15 @@ def _auth_headers(config: stack.StackConfig) -> dict[str, str]:
             **({"Authorization": f"Bearer {token}"} if token else {})}
 
 
+def sink_flushes(config: stack.StackConfig) -> float:
+    """How many batches the sink has written so far (its Prometheus flush count)."""
+    text = httpx.get(f"{config.api_url}/metrics", timeout=30, headers=_auth_headers(config)).text
+    found = re.search(r"^hotspots_sink_flush_seconds_count (\S+)$", text, re.M)
+    if found is None:
+        raise AssertionError("the sink's /metrics has no hotspots_sink_flush_seconds_count")
+    return float(found.group(1))
+
+
 def caught_up(config: stack.StackConfig, deadline: float, spikes: bool = False) -> None:
     """Until the worker has folded every event and the sink stored everything the worker
     wrote: `hotspots wait`, with the spike agents only if ``spikes`` (the replay's clock
@@ -350,6 +359,7 @@ def freshness(config: stack.StackConfig, rate: float, seconds: float, bulk: int 
     params = {"from": week.isoformat(), "to": week.isoformat(), "res": 8, "period": "week",
               "kind": "warrant"}
     headers = _auth_headers(config)
+    flushes = sink_flushes(config)
     with httpx.Client(base_url=config.api_url, timeout=10, headers=headers) as client:
         while len(visible) < probes:
             now = time.monotonic()
@@ -370,6 +380,7 @@ def freshness(config: stack.StackConfig, rate: float, seconds: float, bulk: int 
             if time.monotonic() - started > seconds * 4 + 60:
                 raise TimeoutError(f"only {len(visible)} of {probes} probes became visible")
             time.sleep(poll)
+    flushes = (sink_flushes(config) - flushes) / (time.monotonic() - started)
     stop.set()
     for thread in threads:
         thread.join()
@@ -382,7 +393,8 @@ def freshness(config: stack.StackConfig, rate: float, seconds: float, bulk: int 
     return {"rate": rate, "bulk": bulk, "probes": probes, "load_events": sent,
             "p50_s": _pct(visible, 50), "p99_s": _pct(visible, 99), "max_s": max(visible),
             "kafka_p50_s": _pct(kafka_lat, 50), "kafka_p99_s": _pct(kafka_lat, 99),
-            "folded_p50_s": _pct(worker_lat, 50), "folded_p99_s": _pct(worker_lat, 99)}
+            "folded_p50_s": _pct(worker_lat, 50), "folded_p99_s": _pct(worker_lat, 99),
+            "sink_flushes_per_s": flushes}
 
 
 def live_load(first: date, tag: str) -> Iterator[bytes]:
@@ -522,6 +534,8 @@ FIGURES = (  # (label, key, format)
     ("Kafka alone (baseline) p99, s", "freshness.kafka_p99_s", "{:.3f}"),
     ("to the worker's rollups envelope p50, s", "freshness.folded_p50_s", "{:.2f}"),
     ("to the worker's rollups envelope p99, s", "freshness.folded_p99_s", "{:.2f}"),
+    ("sink inserts (batches written) per second at 2k/s", "freshness.sink_flushes_per_s",
+     "{:.1f}"),
     ("freshness p50 at 2k/s, one record per event, s", "freshness_single.p50_s", "{:.2f}"),
     ("freshness p99 at 2k/s, one record per event, s", "freshness_single.p99_s", "{:.2f}"),
     ("rollup keys after the run", "rollup_keys", "{:,.0f}"),
