@@ -14,27 +14,28 @@ import pytest
 from hotspots.settings import SinkSettings
 from sinks import sink as sink_module
 from sinks.sink import SinkLoop
-from tests.unit.test_sink_supervised import _Message, _Store, started, wait_for
+from tests.unit.test_sink_supervised import (
+    SETTINGS,
+    _Consumer,
+    _Message,
+    _Store,
+    started,
+    wait_for,
+)
 
 
-class _Script:
+class _Script(_Consumer):
     """Polls return ``burst`` records at once, then ``trickle`` polls of one record each
     (a steady input: never an empty poll), then nothing, waiting out each poll's timeout."""
 
     burst = 0
     trickle = 0
 
-    def __init__(self, **_config: Any) -> None:
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
         self.offset = 0
         self.timeouts: list[int] = []
-        self.committed: list[Any] = []
-        self.tp = sink_module.TopicPartition(SinkSettings().dlq_topic, 0)
-
-    def subscribe(self, topics: list[str], listener: Any = None) -> None:
-        pass
-
-    def assignment(self) -> set[Any]:
-        return {self.tp}
+        self.tp = sink_module.TopicPartition(SETTINGS.dlq_topic, 0)
 
     def _take(self, n: int) -> dict[Any, list[_Message]]:
         batch = [_Message(self.offset + i) for i in range(n)]
@@ -53,16 +54,11 @@ class _Script:
         time.sleep(timeout_ms / 1000)
         return {}
 
-    def commit(self, offsets: Any) -> None:
-        self.committed.append(offsets)
-
-    def close(self, autocommit: bool = True) -> None:
-        pass
-
 
 @pytest.fixture
 def script(monkeypatch) -> type[_Script]:
     monkeypatch.setattr(sink_module, "KafkaConsumer", _Script)
+    _Script.made, _Script.plan = [], []
     _Script.burst = _Script.trickle = 0
     return _Script
 
