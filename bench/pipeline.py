@@ -46,6 +46,7 @@ from typing import Any
 import h3
 import httpx
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 from hotspots import stack
 from hotspots.caughtup import wait_pipeline
@@ -140,11 +141,12 @@ def _auth_headers(config: stack.StackConfig) -> dict[str, str]:
 
 def sink_flushes(config: stack.StackConfig) -> float:
     """How many batches the sink has written so far (its Prometheus flush count)."""
-    text = httpx.get(f"{config.api_url}/metrics", timeout=30, headers=_auth_headers(config)).text
-    found = re.search(r"^hotspots_sink_flush_seconds_count (\S+)$", text, re.M)
-    if found is None:
-        raise AssertionError("the sink's /metrics has no hotspots_sink_flush_seconds_count")
-    return float(found.group(1))
+    text = httpx.get(f"{config.api_url}/metrics", timeout=30).text  # an open path
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "hotspots_sink_flush_seconds_count":
+                return float(sample.value)
+    raise AssertionError("the sink's /metrics has no hotspots_sink_flush_seconds_count")
 
 
 def caught_up(config: stack.StackConfig, deadline: float, spikes: bool = False) -> None:
@@ -359,7 +361,7 @@ def freshness(config: stack.StackConfig, rate: float, seconds: float, bulk: int 
     params = {"from": week.isoformat(), "to": week.isoformat(), "res": 8, "period": "week",
               "kind": "warrant"}
     headers = _auth_headers(config)
-    flushes = sink_flushes(config)
+    flushes_before = sink_flushes(config)
     with httpx.Client(base_url=config.api_url, timeout=10, headers=headers) as client:
         while len(visible) < probes:
             now = time.monotonic()
@@ -380,7 +382,7 @@ def freshness(config: stack.StackConfig, rate: float, seconds: float, bulk: int 
             if time.monotonic() - started > seconds * 4 + 60:
                 raise TimeoutError(f"only {len(visible)} of {probes} probes became visible")
             time.sleep(poll)
-    flushes = (sink_flushes(config) - flushes) / (time.monotonic() - started)
+    flushes_per_s = (sink_flushes(config) - flushes_before) / (time.monotonic() - started)
     stop.set()
     for thread in threads:
         thread.join()
@@ -394,7 +396,7 @@ def freshness(config: stack.StackConfig, rate: float, seconds: float, bulk: int 
             "p50_s": _pct(visible, 50), "p99_s": _pct(visible, 99), "max_s": max(visible),
             "kafka_p50_s": _pct(kafka_lat, 50), "kafka_p99_s": _pct(kafka_lat, 99),
             "folded_p50_s": _pct(worker_lat, 50), "folded_p99_s": _pct(worker_lat, 99),
-            "sink_flushes_per_s": flushes}
+            "sink_flushes_per_s": flushes_per_s}
 
 
 def live_load(first: date, tag: str) -> Iterator[bytes]:
