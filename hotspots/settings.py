@@ -182,13 +182,23 @@ class WorkerSettings(_Common):
     fold_events: int = Field(20000, ge=1,
                              description="Events folded together before their keys are written.")
     fold_within: float = Field(0.1, gt=0, description="Seconds the worker waits to fill a fold batch.")
+    fetch_max_wait_ms: int = Field(
+        100, ge=0, description="Longest the broker holds the worker's fetch for data (faust's "
+                               "own 1,500 ms delayed folds by up to a second; streams/faust_app.py).")
     metrics_port: int = Field(0, ge=0, le=65535,
                               description="Port of the worker's Prometheus exporter (0: off).")
+    spikes_metrics_port: int = Field(
+        0, ge=0, le=65535, description="Port of the spike alerts process's exporter (0: off).")
     metrics_host: str = Field("127.0.0.1", description="Bind address of the worker's Prometheus exporter.")
     spike_live_days: float = Field(
         7.0, gt=0, description="Spike alerts are raised only for events at most this many days "
                                "old when processed; older ones (backfills, replays) only update "
                                "the baselines.")
+
+    @property
+    def spikes_app_id(self) -> str:
+        """The spike alerts app's id and consumer group (``python -m streams spikes``)."""
+        return f"{self.app_id}-spikes"
 
 
 class SinkSettings(_Common):

@@ -27,7 +27,7 @@ from hotspots.kafka_security import kafka_kwargs
 from hotspots.settings import BrokerSettings, WorkerSettings
 from hotspots.topics import ensure_topics
 
-SERVICES = ("broker", "worker", "sink")
+SERVICES = ("broker", "worker", "spikes", "sink")
 
 
 class StackError(RuntimeError):
@@ -45,8 +45,13 @@ class StackConfig:
     # Set when the broker and API are not the local stack's (e.g. inside docker-compose).
     bootstrap_servers: str = ""
     api_host: str = "127.0.0.1"
-    # The worker's Prometheus exporter on 127.0.0.1 (0: off). The sink serves /metrics on api_port.
+    # The worker's Prometheus exporter on 127.0.0.1 (0: off), the spike alerts process's on the
+    # next port. The sink serves /metrics on api_port.
     metrics_port: int = 0
+
+    @property
+    def spikes_metrics_port(self) -> int:
+        return self.metrics_port + 1 if self.metrics_port else 0
 
     @property
     def bootstrap(self) -> str:
@@ -67,7 +72,8 @@ class StackConfig:
                 "HOTSPOTS_API_PORT": str(self.api_port),
                 "HOTSPOTS_TOPIC_PREFIX": self.topic_prefix,
                 "HOTSPOTS_PARTITIONS": str(self.partitions),
-                "HOTSPOTS_METRICS_PORT": str(self.metrics_port)}
+                "HOTSPOTS_METRICS_PORT": str(self.metrics_port),
+                "HOTSPOTS_SPIKES_METRICS_PORT": str(self.spikes_metrics_port)}
 
     @property
     def run_dir(self) -> Path:
@@ -112,8 +118,8 @@ def start_service(config: StackConfig, name: str, argv: list[str]) -> int:
 def service_argv(name: str, config: StackConfig) -> list[str]:
     if name == "broker":
         return broker.server_command(BrokerSettings(**_settings_kwargs(config)))
-    if name == "worker":
-        return [sys.executable, "-m", "streams", "worker"]
+    if name in ("worker", "spikes"):
+        return [sys.executable, "-m", "streams", name]
     return [sys.executable, "-m", "sinks", "serve"]
 
 
@@ -123,13 +129,14 @@ def _settings_kwargs(config: StackConfig) -> dict[str, Any]:
             "topic_prefix": config.topic_prefix, "partitions": config.partitions}
 
 
-def worker_ready(config: StackConfig, members: int = 1) -> bool:
-    """The worker's group is stable, with at least ``members`` members, and some member owns
-    the events topic."""
+def worker_ready(config: StackConfig, members: int = 1, app: str = "worker") -> bool:
+    """The worker's group (``app`` "spikes": the spike alerts app's) is stable, with at least
+    ``members`` members, and some member owns its source topic."""
     from kafka import KafkaAdminClient
 
     settings = WorkerSettings(**_settings_kwargs(config))
-    group_id, events = settings.app_id, settings.events_topic
+    group_id, events = ((settings.app_id, settings.events_topic) if app == "worker"
+                        else (settings.spikes_app_id, settings.accepted_topic))
     try:
         admin = KafkaAdminClient(**kafka_kwargs(settings), request_timeout_ms=3000)
     except Exception:
@@ -144,6 +151,10 @@ def worker_ready(config: StackConfig, members: int = 1) -> bool:
         return False
     finally:
         admin.close()
+
+
+def spikes_ready(config: StackConfig) -> bool:
+    return worker_ready(config, app="spikes")
 
 
 def sink_ready(config: StackConfig) -> bool:
@@ -177,6 +188,8 @@ def _ports(config: StackConfig, name: str) -> list[int]:
         return [config.kafka_port, config.controller_port]
     if name == "worker":
         return [config.metrics_port] if config.metrics_port else []
+    if name == "spikes":
+        return [config.spikes_metrics_port] if config.spikes_metrics_port else []
     return [config.api_port] if name == "sink" else []
 
 
@@ -191,24 +204,28 @@ def up(config: StackConfig, timeout: float = 120.0,
     broker.fetch_jars(bsettings)
     timings["fetch_jars"] = time.monotonic() - t0
     checks = {"broker": lambda c: broker.is_ready(c.bootstrap, bsettings), "worker": worker_ready,
-              "sink": sink_ready}
-    for name in SERVICES:
-        if _pid(config, name) is not None:
-            echo(f"{name}: already running")
-            continue
-        busy = [p for p in _ports(config, name) if not _port_free(p)]
-        if busy:
-            raise StackError(f"{name}: port {busy[0]} on 127.0.0.1 is taken by another process; "
-                             "choose other ports (see `hotspots up --help`)")
-        t0 = time.monotonic()
-        if name == "broker":
-            broker.format_storage(bsettings)
-        start_service(config, name, service_argv(name, config))
-        _await(name, checks[name], config, name, timeout)
-        if name == "broker":
-            ensure_topics(bsettings)
-        timings[name] = time.monotonic() - t0
-        echo(f"{name}: ready in {timings[name]:.1f}s")
+              "spikes": spikes_ready, "sink": sink_ready}
+    # The two faust apps start side by side: each takes ~10-30 s to join its group.
+    for names in (("broker",), ("worker", "spikes"), ("sink",)):
+        started: dict[str, float] = {}
+        for name in names:
+            if _pid(config, name) is not None:
+                echo(f"{name}: already running")
+                continue
+            busy = [p for p in _ports(config, name) if not _port_free(p)]
+            if busy:
+                raise StackError(f"{name}: port {busy[0]} on 127.0.0.1 is taken by another "
+                                 "process; choose other ports (see `hotspots up --help`)")
+            started[name] = time.monotonic()
+            if name == "broker":
+                broker.format_storage(bsettings)
+            start_service(config, name, service_argv(name, config))
+        for name, t0 in started.items():
+            _await(name, checks[name], config, name, timeout)
+            if name == "broker":
+                ensure_topics(bsettings)
+            timings[name] = time.monotonic() - t0
+            echo(f"{name}: ready in {timings[name]:.1f}s")
     return timings
 
 
@@ -240,6 +257,7 @@ def status(config: StackConfig) -> dict[str, dict[str, object]]:
     out["broker"]["healthy"] = out["broker"]["running"] and broker.is_ready(config.bootstrap)
     out["sink"]["healthy"] = out["sink"]["running"] and sink_ready(config)
     out["worker"]["healthy"] = out["worker"]["running"] and worker_ready(config)
+    out["spikes"]["healthy"] = out["spikes"]["running"] and spikes_ready(config)
     return out
 
 
@@ -265,7 +283,7 @@ def stop_service(config: StackConfig, name: str, sig: int = signal.SIGTERM,
 
 def down(config: StackConfig, echo: Callable[[str], object] = print) -> None:
     # Consumers first, so they commit and leave their groups while the broker is still up.
-    for name in ("sink", *added_workers(config), "worker", "broker"):
+    for name in ("sink", "spikes", *added_workers(config), "worker", "broker"):
         if stop_service(config, name):
             echo(f"{name}: stopped")
 

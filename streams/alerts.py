@@ -1,4 +1,4 @@
-"""Spike alerts in the worker: each area's counts against its own normal, one alert per spike.
+"""Spike alerts (an app of their own): each area's counts against its own normal, one alert per spike.
 
 Topology (topics prefixed by HOTSPOTS_TOPIC_PREFIX), added to the app by
 :func:`add_spike_alerts`:
@@ -52,6 +52,7 @@ from hotspots.metrics import ALERTS, OPEN_ALERTS, SPIKES_SILENT
 from hotspots.periods import local_date, week_start
 from hotspots.settings import WorkerSettings
 from streams.districts import DistrictLocator
+from streams.faust_app import new_app
 from streams.progress import SourceProgress
 from streams.spikes import Alert, Coverage, Series, SpikeConfig, observe
 
@@ -263,8 +264,25 @@ class OpenAlerts:
         return sum(1 for t, w in list(self.weeks.values()) if t == area_type and w == this_week)
 
 
+def build_spikes_app(settings: WorkerSettings) -> faust.App:
+    """The spike alerts app (``python -m streams spikes``, consumer group
+    ``HOTSPOTS_APP_ID-spikes``): in the rollups app, its folds held up theirs in one event loop."""
+
+    class Table(faust.Table):  # type: ignore[misc]
+        """Changelogs keep the names they had in the rollups app (``HOTSPOTS_APP_ID-<table>-
+        changelog``): an upgraded deployment recovers its spike state, and `hotspots wait`
+        reads the spikes' progress, where they were."""
+
+        def _changelog_topic_name(self) -> str:
+            return f"{settings.app_id}-{self.name}-changelog"
+
+    app = new_app(settings, settings.spikes_app_id, Table=Table)
+    add_spike_alerts(app, settings)
+    return app
+
+
 def add_spike_alerts(app: faust.App, settings: WorkerSettings) -> None:
-    """Register the spike agents, their tables and topics on the worker's app."""
+    """Register the spike agents, their tables and topics on ``app``."""
     n = settings.partitions
     accepted = app.topic(settings.accepted_topic, key_serializer="raw", value_serializer="raw",
                          partitions=n)

@@ -38,12 +38,10 @@ from hotspots.contract import (
 )
 from hotspots.geo import PARTITION_RES, cells_of, partition_of, to_str
 from hotspots.heap import Heap
-from hotspots.kafka_metadata import track_every_topic_sent
-from hotspots.kafka_security import faust_credentials
 from hotspots.metrics import BATCH_SIZE, EVENTS_IN, EVENTS_OUT, INVALID, UNKNOWN_KIND, add_counts, observe_lag
 from hotspots.periods import local_date
 from hotspots.settings import WorkerSettings
-from streams.alerts import add_spike_alerts
+from streams.faust_app import new_app
 from streams.progress import SourceProgress
 from streams.rollup import (
     INDEX_BITS,
@@ -84,23 +82,9 @@ def where(origin: str, bulk: bool, index: int) -> str:
 
 
 def build_app(settings: WorkerSettings) -> faust.App:
-    track_every_topic_sent()  # else a send to a new topic can stall every other (see there)
-    app = faust.App(
-        settings.app_id,
-        broker=f"kafka://{settings.bootstrap}",
-        broker_credentials=faust_credentials(settings),  # HOTSPOTS_SECURITY_*; None: plaintext
-        store="memory://",
-        datadir=str(settings.data_dir / "worker"),
-        topic_partitions=settings.partitions,
-        topic_replication_factor=1,
-        web_enabled=False,
-        broker_commit_interval=settings.commit_interval,
-        producer_acks=-1,
-        # Without linger every changelog write is its own produce request: ~10x slower.
-        producer_linger=settings.linger_ms / 1000,
-        producer_max_batch_size=1 << 20,
-        consumer_auto_offset_reset="earliest",
-    )
+    """The rollups app (``python -m streams worker``); the spike agents are an app of their
+    own (streams.alerts.build_spikes_app)."""
+    app = new_app(settings, settings.app_id)
     events = app.topic(settings.events_topic, key_serializer="raw", value_serializer="raw",
                        partitions=settings.partitions)
     accepted = app.topic(settings.accepted_topic, key_serializer="raw", value_serializer="raw",
@@ -318,5 +302,4 @@ def build_app(settings: WorkerSettings) -> faust.App:
                 await progress.seek_holes()
                 heap.settle()  # the fold's new state out of the collector's sight
 
-    add_spike_alerts(app, settings)  # streams/alerts.py: spike agents on the accepted topic
     return app

@@ -18,7 +18,7 @@ from kafka import KafkaAdminClient
 from hotspots import broker, stack
 from hotspots.settings import WorkerSettings
 
-COMPONENTS = ("worker", "sink", "broker")
+COMPONENTS = ("worker", "spikes", "sink", "broker")
 READY_TIMEOUT = 300.0
 
 
@@ -39,16 +39,20 @@ def group_members(config: stack.StackConfig, group_id: str, topic: str) -> tuple
     return group["group_state"], members
 
 
-def worker_members(config: stack.StackConfig) -> tuple[str, dict[str, set[int]]]:
-    """The worker group's state and, per member id, the events partitions it owns."""
+def worker_members(config: stack.StackConfig, app: str = "worker") -> tuple[str, dict[str, set[int]]]:
+    """The worker group's state and, per member id, the events partitions it owns (``app``
+    "spikes": the spike alerts group's, and the accepted partitions)."""
     settings = WorkerSettings(bootstrap=config.bootstrap, topic_prefix=config.topic_prefix)
+    if app == "spikes":
+        return group_members(config, settings.spikes_app_id, settings.accepted_topic)
     return group_members(config, settings.app_id, settings.events_topic)
 
 
-def worker_ready(config: stack.StackConfig, gone: set[str], members: int = 1) -> bool:
-    """Stable, ``members`` members none of which is a dead one, every events partition owned."""
+def worker_ready(config: stack.StackConfig, gone: set[str], members: int = 1,
+                 app: str = "worker") -> bool:
+    """Stable, ``members`` members none of which is a dead one, every source partition owned."""
     try:
-        state, owned = worker_members(config)
+        state, owned = worker_members(config, app)
     except Exception:
         return False
     partitions = set().union(*owned.values()) if owned else set()
@@ -64,7 +68,7 @@ class Kill:
 
 
 def plan(seed: int, kills: int, events: int) -> list[Kill]:
-    """Seeded: each component killed about kills/3 times, in random order, at random moments."""
+    """Seeded: each component killed about kills/4 times, in random order, at random moments."""
     rng = random.Random(seed)
     order = [COMPONENTS[i % len(COMPONENTS)] for i in range(kills)]
     rng.shuffle(order)
@@ -117,7 +121,7 @@ class Chaos(threading.Thread):
 
     def kill(self, kill: Kill) -> None:
         name = kill.component
-        gone = set(worker_members(self.config)[1]) if name == "worker" else set()
+        gone = set(worker_members(self.config, name)[1]) if name in ("worker", "spikes") else set()
         assert stack.stop_service(self.config, name, signal.SIGKILL), f"{name} was not running"
         self.log.kills[name] += 1
         self.note(f"kill -9 {name} at {self.progress()} events; down {kill.downtime}s")
@@ -131,6 +135,7 @@ class Chaos(threading.Thread):
             "broker": lambda: broker.is_ready(self.config.bootstrap),
             "sink": lambda: stack.sink_ready(self.config),
             "worker": lambda: worker_ready(self.config, gone or set()),
+            "spikes": lambda: worker_ready(self.config, gone or set(), app="spikes"),
         }
         deadline = started + READY_TIMEOUT
         while not checks[name]():

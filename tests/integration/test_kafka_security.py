@@ -142,7 +142,7 @@ def test_the_whole_stack_runs_on_sasl_ssl_with_scram(secure_stack) -> None:
     assert f"listeners=SASL_SSL://127.0.0.1:{secure_stack.kafka_port},CONTROLLER:" in props
     assert "PLAINTEXT://" not in props.replace("SASL_PLAINTEXT", "")  # no unauthenticated listener
     assert {r["service"]: r["healthy"] for r in cli_json(secure_stack, "status")} == {
-        "broker": True, "worker": True, "sink": True}
+        "broker": True, "worker": True, "spikes": True, "sink": True}
 
     year = 2012  # the stack is this module's own: any past year will do
     events = random_events(year, 400, tag=f"sec-{uuid.uuid4().hex[:6]}", seed=31)

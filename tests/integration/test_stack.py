@@ -15,7 +15,8 @@ pytestmark = pytest.mark.integration
 
 def test_status_reports_every_service_healthy(live_stack) -> None:
     rows = cli_json(live_stack, "status")
-    assert {r["service"]: r["healthy"] for r in rows} == {"broker": True, "worker": True, "sink": True}
+    assert {r["service"]: r["healthy"] for r in rows} == {
+        "broker": True, "worker": True, "spikes": True, "sink": True}
 
 
 def test_up_again_starts_nothing_new(live_stack) -> None:

@@ -22,7 +22,17 @@ from hotspots.geo import cells_of, partition_of, to_str
 from hotspots.metrics import SPIKES_SILENT
 from hotspots.periods import LONDON, week_start
 from hotspots.settings import WorkerSettings
-from streams.alerts import CELLS, DISTRICTS, SRC, Fold, OpenAlerts, chunks, fold_cells, fold_districts
+from streams.alerts import (
+    CELLS,
+    DISTRICTS,
+    SRC,
+    Fold,
+    OpenAlerts,
+    build_spikes_app,
+    chunks,
+    fold_cells,
+    fold_districts,
+)
 from streams.app import build_app
 from streams.districts import DistrictLocator
 from streams.rollup import accepted_row, position
@@ -237,7 +247,7 @@ def test_agents_publish_alerts_rekey_districts_and_resume_after_restart(tmp_path
                               boundaries=ESSEX_OUTLINES)
     home = partition_of(to_str(cells_of(*CHELMSFORD)[6]).encode(), 4)
     events = [*history(), *this_week(7)]
-    app = build_app(settings)
+    app = build_spikes_app(settings)
     run(app, "spikes", [(envelope(events[:9], 0, home), home), (envelope(events[9:], 9, home), home)])
 
     alerts = [orjson.loads(v) for _, v, _ in sent.to(".alerts.v1")]
@@ -262,7 +272,7 @@ def test_agents_publish_alerts_rekey_districts_and_resume_after_restart(tmp_path
 
     # A restarted worker: its tables recovered from the changelog, the envelopes redelivered,
     # then more events of the same week. Nothing is raised again.
-    restarted = build_app(settings)
+    restarted = build_spikes_app(settings)
     for name in ("spikes", "district_spikes"):
         for _, key, value, _ in [r for r in sent.records if r[0].endswith(f"-{name}-changelog")]:
             restarted.tables[name].data[key] = value
@@ -272,6 +282,20 @@ def test_agents_publish_alerts_rekey_districts_and_resume_after_restart(tmp_path
     assert sent.to(".alerts.v1") == []
     late = [r["event_id"] for _, v, _ in sent.to(".district-events.v1") for r in orjson.loads(v)]
     assert late == ["late-0", "late-1", "late-2"]  # the redelivered rows are not re-keyed again
+
+
+def test_the_spike_agents_are_an_app_of_their_own_with_their_changelogs_where_they_were(tmp_path):
+    settings = WorkerSettings(data_dir=tmp_path, app_id="unit-worker")
+    spikes, rollups = build_spikes_app(settings), build_app(settings)
+    assert (spikes.conf.id, rollups.conf.id) == ("unit-worker-spikes", "unit-worker")
+    assert [a.split(".")[-1] for a in spikes.agents] == ["spikes", "district_spikes"]
+    assert [a.split(".")[-1] for a in rollups.agents] == ["aggregate"]
+    # The names they had in the rollups app: an upgrade recovers the spike state from them.
+    assert sorted(t.changelog_topic.get_topic_name() for t in spikes.tables.values()) == [
+        f"unit-worker-{name}-changelog"
+        for name in ("district_spikes", "district_spikes_progress", "spikes", "spikes_progress")]
+    assert sorted(t.changelog_topic.get_topic_name() for t in rollups.tables.values()) == [
+        f"unit-worker-{name}-changelog" for name in ("progress", "rollups", "seen")]
 
 
 def test_series_with_nothing_left_in_the_window_are_dropped_from_their_entry():
@@ -289,7 +313,7 @@ def test_the_spike_agent_reads_a_record_faust_dropped_again(tmp_path, sent):
     """Envelopes at offsets 0, then 2 (1 dropped by faust: the guard seeks back to it), then
     1 and 2 after the seek. Every event is counted once, and the alerts are the usual two."""
     settings = WorkerSettings(data_dir=tmp_path, partitions=1, fold_within=0.3)
-    app = build_app(settings)
+    app = build_spikes_app(settings)
     events = [*history(), *this_week(7)]
     parts = [envelope(events[:5], 0), envelope(events[5:12], 5), envelope(events[12:], 12)]
     seeks: list[dict[Any, int]] = []
