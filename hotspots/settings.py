@@ -200,6 +200,15 @@ class WorkerSettings(_Common):
         """The spike alerts app's id and consumer group (``python -m streams spikes``)."""
         return f"{self.app_id}-spikes"
 
+    def group_source(self, app: str = "worker") -> tuple[str, str]:
+        """(consumer group, source topic) of a stream process: "worker" (the rollups) or
+        "spikes" (the spike alerts)."""
+        if app == "worker":
+            return self.app_id, self.events_topic
+        if app == "spikes":
+            return self.spikes_app_id, self.accepted_topic
+        raise ValueError(f"no stream process {app!r}: 'worker' or 'spikes'")
+
 
 class SinkSettings(_Common):
     clickhouse_url: str | None = Field(

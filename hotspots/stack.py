@@ -135,8 +135,7 @@ def worker_ready(config: StackConfig, members: int = 1, app: str = "worker") -> 
     from kafka import KafkaAdminClient
 
     settings = WorkerSettings(**_settings_kwargs(config))
-    group_id, events = ((settings.app_id, settings.events_topic) if app == "worker"
-                        else (settings.spikes_app_id, settings.accepted_topic))
+    group_id, events = settings.group_source(app)
     try:
         admin = KafkaAdminClient(**kafka_kwargs(settings), request_timeout_ms=3000)
     except Exception:

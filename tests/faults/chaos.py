@@ -43,9 +43,7 @@ def worker_members(config: stack.StackConfig, app: str = "worker") -> tuple[str,
     """The worker group's state and, per member id, the events partitions it owns (``app``
     "spikes": the spike alerts group's, and the accepted partitions)."""
     settings = WorkerSettings(bootstrap=config.bootstrap, topic_prefix=config.topic_prefix)
-    if app == "spikes":
-        return group_members(config, settings.spikes_app_id, settings.accepted_topic)
-    return group_members(config, settings.app_id, settings.events_topic)
+    return group_members(config, *settings.group_source(app))
 
 
 def worker_ready(config: stack.StackConfig, gone: set[str], members: int = 1,

@@ -22,6 +22,14 @@ def test_the_changelog_is_faust_s_name_for_the_progress_table() -> None:
     assert caughtup.source_topic(WORKER, "district_spikes") == WORKER.district_events_topic
 
 
+def test_each_stream_process_s_group_and_source() -> None:
+    """What `hotspots up` waits for and the chaos test watches, per process."""
+    assert WORKER.group_source("worker") == ("unit-worker", WORKER.events_topic)
+    assert WORKER.group_source("spikes") == ("unit-worker-spikes", WORKER.accepted_topic)
+    with pytest.raises(ValueError, match="sink"):
+        WORKER.group_source("sink")
+
+
 @pytest.mark.parametrize(("key", "value", "entry"), [
     (b"3", b"1200", (3, 1200)),      # as the worker writes it: raw key, JSON value
     (b'"3"', b"1200", (3, 1200)),    # a JSON key
