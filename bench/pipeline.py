@@ -159,7 +159,7 @@ def caught_up(config: stack.StackConfig, deadline: float, spikes: bool = False) 
 
 
 def service_pid(config: stack.StackConfig, name: str) -> int:
-    """The pid of a running service of the stack (broker, worker, sink)."""
+    """The pid of a running service of the stack (broker, worker, spikes, sink)."""
     return int((config.run_dir / f"{name}.pid").read_text())
 
 
@@ -419,14 +419,14 @@ def _pct(values: list[float], q: float) -> float:
 
 @contextlib.contextmanager
 def profiled(config: stack.StackConfig, out: Path | None, phase: str) -> Iterator[None]:
-    """py-spy profiles of the worker and the sink while the block runs (none without ``out``):
-    flat "raw" stack counts, for `flamegraph.pl` or a quick sort by count."""
+    """py-spy profiles of the worker, the spikes process and the sink while the block runs
+    (none without ``out``): flat "raw" stack counts, for `flamegraph.pl` or a quick sort by count."""
     if out is None:
         yield
         return
     out.mkdir(parents=True, exist_ok=True)
     spies = []
-    for name in ("worker", "sink"):
+    for name in ("worker", "spikes", "sink"):
         pid = str(service_pid(config, name))
         spies.append(subprocess.Popen(
             [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", pid, "--format",
@@ -605,7 +605,7 @@ def main() -> None:
     parser.add_argument("--producer-sample", type=int, default=200_000)
     parser.add_argument("--smoke", action="store_true", help="the CI check (see smoke())")
     parser.add_argument("--profile", type=Path, default=None,
-                        help="write py-spy profiles of the worker and sink here (first run)")
+                        help="write py-spy profiles of the worker, spikes process and sink here (first run)")
     parser.add_argument("--update-reference", action="store_true",
                         help="with --smoke: record this run as the reference")
     args = parser.parse_args()
