@@ -13,6 +13,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from bench.receiver import Receiver
 from bench.spikes_pipeline import (
@@ -30,6 +31,7 @@ from bench.spikes_pipeline import (
 from hotspots import stack
 from hotspots.geo import cells_of, to_str
 from hotspots.periods import LONDON
+from hotspots.settings import WorkerSettings
 from tests.integration.conftest import log_tail, run_cli
 from tests.shared_data import ESSEX_CSVS, ESSEX_OUTLINES, needs
 
@@ -87,7 +89,9 @@ def test_alerts_are_stored_served_and_posted_once(evaluated):
     assert "poisson-week" in text or "ears-c2" in text or text.strip() == "(no rows)"
 
 
-def test_a_killed_worker_resumes_without_raising_again(evaluated):
+def test_killed_worker_and_spikes_resume_without_raising_again(evaluated):
+    """Both stream processes killed: the spike state (since the eighth pass in the spike alerts
+    process, not the worker) comes back from its changelogs."""
     config, run, _result, receiver = evaluated
     plan = run.plan
     alerts = {a["alert_id"]: a for a, _ in run.topic}
@@ -102,6 +106,7 @@ def test_a_killed_worker_resumes_without_raising_again(evaluated):
     loud = next(e for e in plan.events if (to_str(cells_of(e.lat, e.lon)[7]), e.kind) == (cell, kind))
 
     assert stack.stop_service(config, "worker", sig=signal.SIGKILL)
+    assert stack.stop_service(config, "spikes", sig=signal.SIGKILL)
     stack.up(config, timeout=240, echo=lambda _m: None)
 
     now = datetime.now(UTC)
@@ -134,3 +139,33 @@ def test_a_killed_worker_resumes_without_raising_again(evaluated):
     while not wait_for <= set(receiver.keys()) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert sorted(receiver.keys()) == sorted(wait_for)  # posted once each, restart or not
+
+
+def test_a_new_spikes_group_reads_everything_again_without_raising_again(evaluated):
+    """As after the upgrade that moved the spike agents out of the worker (docs/exactness.md):
+    a spike alerts group with no committed offsets, over the tables the old app wrote. It
+    reads the accepted topic from its start and raises nothing again."""
+    config = evaluated[0]
+    before = sorted(a["alert_id"] for a, _ in topic_alerts(config))
+    group, accepted_topic = WorkerSettings(topic_prefix=config.topic_prefix).group_source("spikes")
+    assert stack.stop_service(config, "spikes")  # SIGTERM: it leaves its group, as in an upgrade
+    admin = KafkaAdminClient(bootstrap_servers=config.bootstrap, request_timeout_ms=10000)
+    consumer = KafkaConsumer(bootstrap_servers=config.bootstrap)
+    try:
+        assert admin.delete_groups([group]) == {group: "OK"}
+        stack.up(config, timeout=240, echo=lambda _m: None)
+        partitions = [TopicPartition(accepted_topic, p) for p in range(config.partitions)]
+        ends = consumer.end_offsets(partitions)
+        deadline = time.monotonic() + 120
+        committed: dict[TopicPartition, int] = {}
+        while time.monotonic() < deadline:  # it commits what it has read, folded or skipped
+            committed = {tp: meta.offset for tp, meta in
+                         admin.list_group_offsets([group]).get(group, {}).items() if tp in ends}
+            if all(committed.get(tp, -1) >= end for tp, end in ends.items()):
+                break
+            time.sleep(0.5)
+        assert committed == ends, log_tail(config, "spikes")
+    finally:
+        consumer.close()
+        admin.close()
+    assert sorted(a["alert_id"] for a, _ in topic_alerts(config)) == before, log_tail(config, "spikes")
