@@ -42,13 +42,11 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from bench.pipeline import RESULTS, event_lines, machine
-from hotspots import accepted
-from hotspots.contract import content_digest, measures_of, parse_event
+from hotspots.contract import content_digest, parse_event
 from hotspots.geo import RESOLUTIONS, cells_of
 from hotspots.heap import Heap
-from hotspots.periods import local_date
 from hotspots.settings import WorkerSettings
-from streams.rollup import accepted_row, empty_group, fold_group, position, rollup_groups
+from streams.rollup import RollupFold, position
 
 MEASURE_COLUMNS = ("charged", "executed", "weapons_count", "drugs_grams", "cash_gbp", "people",
                    "sentence_months")
@@ -73,23 +71,19 @@ def product_fold(records: list[bytes]) -> dict[str, Any]:
     groups: dict[str, Any] = {}
     seen: dict[str, list[Any]] = {}
     rows: list[bytes] = []
+
+    folding = RollupFold(groups)
     for offset, value in enumerate(records):
         for index, raw in enumerate(value.split(b"\n")):
             ev = admission.admit(raw, now)
             cells = cells_of(ev.lat, ev.lon)
             pos = position(offset, index)
             seen[ev.event_id] = [0, pos, content_digest(ev)]
-            delta = measures_of(ev)
-            day = local_date(ev.occurred_at)
-            for key, names in rollup_groups(ev, cells, day):
-                group = groups.get(key)
-                if group is None:
-                    group = groups[key] = empty_group()
-                fold_group(group, names, delta, "0", pos)
-            rows.append(accepted.line(accepted_row(ev, cells, (0, pos), day, delta), raw))
+            rows.append(folding.add(ev, cells, 0, pos, raw))
             folded += 1
             if folded % settings.fold_events == 0:
                 rows.clear()  # written and acknowledged by now in the worker
+                folding = RollupFold(groups)
                 heap.settle()
     return groups
 

@@ -34,25 +34,14 @@ from hotspots.contract import (
     InvalidEvent,
     content_digest,
     dead_letter,
-    measures_of,
 )
 from hotspots.geo import PARTITION_RES, cells_of, partition_of, to_str
 from hotspots.heap import Heap
 from hotspots.metrics import BATCH_SIZE, EVENTS_IN, EVENTS_OUT, INVALID, UNKNOWN_KIND, add_counts, observe_lag
-from hotspots.periods import local_date
 from hotspots.settings import WorkerSettings
 from streams.faust_app import new_app
 from streams.progress import SourceProgress
-from streams.rollup import (
-    INDEX_BITS,
-    MAX_PER_RECORD,
-    accepted_row,
-    empty_group,
-    fold_group,
-    group_rows,
-    position,
-    rollup_groups,
-)
+from streams.rollup import INDEX_BITS, MAX_PER_RECORD, RollupFold, position
 
 log = logging.getLogger(__name__)
 ENVELOPE_BYTES = 256 * 1024
@@ -147,9 +136,9 @@ def build_app(settings: WorkerSettings) -> faust.App:
         acks the records. faust's own pre-commit flush gives up after 0.1 s with messages still
         queued, so without this an offset could be committed ahead of its changelog writes.
         """
-        work: dict[str, tuple[int, dict[str, Any]]] = {}  # touched groups, with their partition
-        changed: set[str] = set()  # groups this fold changed: their changelog records
-        to_send: dict[str, set[str]] = {}  # group -> keys whose states go to the rollups topic
+        # Groups are updated in place: a fold's writes are all acknowledged (so already
+        # serialized) before the next fold, and a failed one ends the process.
+        folding = RollupFold(rollups.data)
         new_seen: dict[int, dict[str, list[Any]]] = {}
         rows: dict[int, list[bytes]] = {}  # by source partition
         # Metrics: counted locally, added to the registry once per label per batch.
@@ -173,7 +162,6 @@ def build_app(settings: WorkerSettings) -> faust.App:
                 invalid["bulk_too_large"] += 1
                 continue
             index_here = seen_in(msg.partition)
-            part = str(msg.partition)
             for index, raw in enumerate(lines):
                 if bulk and not raw.strip():
                     continue
@@ -209,34 +197,12 @@ def build_app(settings: WorkerSettings) -> faust.App:
                 if first is None:
                     index_here[ev.event_id] = [msg.partition, pos, digest]
                     new_seen.setdefault(msg.partition, {})[ev.event_id] = [pos, digest]
-                delta = measures_of(ev)
-                day = local_date(ev.occurred_at)
-                for group_key, names in rollup_groups(ev, cells, day):
-                    entry = work.get(group_key)
-                    if entry is None:
-                        # Updated in place: a fold's writes are all acknowledged (so already
-                        # serialized) before the next fold, and a failed one ends the process.
-                        group = rollups.data.get(group_key)
-                        if group is None:
-                            group = rollups.data[group_key] = empty_group()
-                        entry = work[group_key] = (msg.partition, group)
-                    if fold_group(entry[1], names, delta, part, pos):
-                        changed.add(group_key)
-                    # A redelivered event's keys are sent too: the crash that caused the
-                    # redelivery may have come before its fold's envelope was written. The
-                    # sink keeps the highest seq, so a state sent twice changes nothing.
-                    to_send.setdefault(group_key, set()).update(names)
-                rows.setdefault(msg.partition, []).append(accepted_topic.line(
-                    accepted_row(ev, cells, (msg.partition, pos), day, delta), raw))
+                rows.setdefault(msg.partition, []).append(
+                    folding.add(ev, cells, msg.partition, pos, raw))
                 kinds_out[ev.kind] += 1
-        states: dict[int, list[list[Any]]] = {}  # rows of the rollups topic, by partition
-        for group_key, keys in to_send.items():
-            partition, group = work[group_key]
-            states.setdefault(partition, []).extend(group_rows(group, keys))
-        for group_key in changed:
-            partition, group = work[group_key]
+        for partition, group_key, group in folding.changed_groups():
             sent.append(rollups.send_changelog(partition, group_key, group))
-        for partition, key_rows in states.items():
+        for partition, key_rows in folding.state_rows().items():
             for i in range(0, len(key_rows), ROWS_PER_ENVELOPE):
                 sent.append(rollups_out.send_soon(
                     key=None, value=orjson.dumps(key_rows[i:i + ROWS_PER_ENVELOPE]),

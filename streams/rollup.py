@@ -10,11 +10,12 @@ Exactness under at-least-once delivery rests on two facts:
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
+from hotspots import accepted as accepted_topic
 from hotspots.contract import MEASURES, Event, measures_of
 from hotspots.geo import PARTITION_RES, RESOLUTIONS, cells_of
 from hotspots.periods import local_date, month_start, week_start
@@ -178,3 +179,57 @@ def accepted_row(event: Event, cells: dict[int, int] | None = None,
     return [event.event_id, event.kind, event.occurred_at.isoformat(), event.time_precision,
             week, f"{month}-01", event.lat, event.lon, event.force, event.operation or "",
             cells[8], cells[7], cells[6], *(measures or measures_of(event)), list(src)]
+
+
+class RollupFold:
+    """One fold's rollup work, shared by the worker (streams.app) and bench.budget: the
+    groups it touched (with the partition that owns each), which of them changed, and the
+    keys whose states go to the rollups topic.
+
+    ``groups`` holds every group's state (the worker's: its rollups table), updated in
+    place and added to when a group is new.
+    """
+
+    __slots__ = ("changed", "groups", "to_send", "work")
+
+    def __init__(self, groups: MutableMapping[str, dict[str, Any]]) -> None:
+        self.groups = groups
+        self.work: dict[str, tuple[int, dict[str, Any]]] = {}
+        self.changed: set[str] = set()  # groups this fold changed: their changelog records
+        self.to_send: dict[str, set[str]] = {}  # group -> keys whose states are sent
+
+    def add(self, event: Event, cells: dict[int, int], partition: int, pos: int, raw: bytes) -> bytes:
+        """Fold one accepted event (``raw``, at ``pos`` of source ``partition``) into its
+        groups; return its line of the accepted topic."""
+        delta = measures_of(event)
+        day = local_date(event.occurred_at)
+        part = str(partition)
+        work = self.work
+        for group_key, names in rollup_groups(event, cells, day):
+            entry = work.get(group_key)
+            if entry is None:
+                group = self.groups.get(group_key)
+                if group is None:
+                    group = self.groups[group_key] = empty_group()
+                entry = work[group_key] = (partition, group)
+            if fold_group(entry[1], names, delta, part, pos):
+                self.changed.add(group_key)
+            # A redelivered event's keys are sent too: the crash that caused the redelivery
+            # may have come before its fold's envelope was written. The sink keeps the
+            # highest seq, so a state sent twice changes nothing.
+            self.to_send.setdefault(group_key, set()).update(names)
+        return accepted_topic.line(accepted_row(event, cells, (partition, pos), day, delta), raw)
+
+    def changed_groups(self) -> Iterator[tuple[int, str, dict[str, Any]]]:
+        """(partition, group key, state) of each group this fold changed."""
+        for group_key in self.changed:
+            partition, group = self.work[group_key]
+            yield partition, group_key, group
+
+    def state_rows(self) -> dict[int, list[list[Any]]]:
+        """Rows of the rollups topic (:func:`group_rows`), by partition."""
+        states: dict[int, list[list[Any]]] = {}
+        for group_key, keys in self.to_send.items():
+            partition, group = self.work[group_key]
+            states.setdefault(partition, []).extend(group_rows(group, keys))
+        return states

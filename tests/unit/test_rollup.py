@@ -15,6 +15,7 @@ from hotspots.geo import cells_of, to_str
 from sinks.sink import EVENT_COLUMNS, ROLLUP_COLUMNS
 from streams.rollup import (
     DAILY_RES,
+    RollupFold,
     RollupKey,
     accepted_row,
     empty_group,
@@ -152,6 +153,30 @@ def test_group_rows_carry_each_keys_name_and_full_state():
     fold_group(group, subs, measures_of(SEIZURE), "0", 1)
     fold_group(group, names, measures_of(SEIZURE), "0", 2)
     assert group_rows(group, subs) == [[subs[0], 2, *(2 * m for m in measures_of(SEIZURE))]]
+
+
+def test_a_fold_writes_each_changed_group_once_and_sends_every_touched_key():
+    groups: dict[str, dict] = {}
+    cells = cells_of(SEIZURE.lat, SEIZURE.lon)
+    raw = encode_event(SEIZURE)
+    first = RollupFold(groups)
+    line = first.add(SEIZURE, cells, 2, 7, raw)
+    [(decoded, payload)] = accepted.decode(accepted.envelope([line]))
+    assert payload == raw.decode() and decoded[-1] == [2, 7]
+    first.add(SEIZURE.model_copy(update={"event_id": "s-2"}), cells, 2, 8, raw)
+    [(group_key, names)] = rollup_groups(SEIZURE, cells)
+    assert [(p, k) for p, k, _ in first.changed_groups()] == [(2, group_key)]
+    assert groups[group_key]["off"] == {"2": 8}
+    [(partition, rows)] = first.state_rows().items()
+    assert partition == 2
+    assert sorted(rows) == sorted([name, 2, *(2 * m for m in measures_of(SEIZURE))] for name in names)
+    # The same events again (a redelivery): nothing changes, so no changelog record, but
+    # their keys' states are sent again, in case the first fold's envelope never left.
+    again = RollupFold(groups)
+    again.add(SEIZURE, cells, 2, 7, raw)
+    assert list(again.changed_groups()) == []
+    assert sorted(again.state_rows()[2]) == sorted(rows)
+
 
 def test_accepted_row_shape():
     raw = encode_event(SEIZURE)
