@@ -10,8 +10,9 @@ would cost:
 * ``decode``: ``orjson.loads`` of each line, the bare loop's work (the baseline);
 * ``parse``: the contract's pydantic model of each line (``hotspots.contract.parse_event``);
 * ``admit``: the same with the worker's admission checks (clock, area);
-* ``fold``: the worker's per-event fold as in ``streams.app`` (admit, cells, digest, the
-  rollup groups folded into a dict, the accepted line), without Kafka or faust;
+* ``fold``: the worker's per-event fold (admit, cells, digest, then the worker's own
+  ``streams.rollup.RollupFold``: the rollup groups folded into a dict, the keys to send,
+  the accepted line), without Kafka or faust;
 * ``columnar deltas``: one or 40 bulk records at a time decoded whole by Arrow's JSON reader,
   cells looked up once per distinct point, London days, weeks and months computed on
   columns, the deltas of the worker's rollup keys (weekly and monthly at every resolution,
