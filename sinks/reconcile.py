@@ -33,7 +33,7 @@ _KEY = "period, res, kind, period_start, cell"
 _MEASURE_LIST = ", ".join(MEASURES)
 
 
-def _key_tuples() -> str:
+def event_keys() -> str:
     """Each event's rollup keys as (period, res, period_start, cell) tuples, as rollup_keys."""
     local_day = f"toDate(occurred_at, '{TIMEZONE}')"
 
@@ -76,7 +76,7 @@ FROM (
         WHERE week_start >= toDate(%(lowest_week)s)
           AND least(week_start, month_start) <= toDate(%(last)s)
       )
-      ARRAY JOIN {_key_tuples()} AS k
+      ARRAY JOIN {event_keys()} AS k
     )
     WHERE {_IN_RANGE}
     UNION ALL

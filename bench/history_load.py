@@ -1,0 +1,195 @@
+"""A history load without per-event state: the rollups built by the store (a design experiment).
+
+    python -m bench.history_load [--events 1000000] [--runs 1]
+
+Issue #7 asks for ten years of national data (70M events) in an hour on two cores. The
+worker keeps every rollup key's state in Python and writes it to Kafka twice (changelog,
+rollups topic); a 10-year replay touches each key about once, so that state costs as much
+as the events (docs/bench.md, ninth pass). This measures the other way round, on the same
+broker, events and producer as ``bench.pipeline``:
+
+* the product's bulk producer replays N events (``bench.pipeline.event_lines``) to a topic
+  of their own, while
+* a loader process (an aiokafka ``getmany`` loop, like the bare loop) checks each line with
+  the worker's admission (the contract's validation), makes its accepted line
+  (``streams.rollup.accepted_row``, the worker's cells, days and measures) and hands a few
+  records' lines at a time to the raw ``events`` table through the sink's landing table,
+  which ClickHouse parses (``sinks.landing``);
+* once every event is loaded, the store builds the rollups of every key from
+  ``events FINAL`` in one statement, by the rules ``sinks.reconcile`` checks
+  (:func:`rollups_from_events`). The clock stops there.
+
+Baseline: the bare loop over the same topic, in the same run. Afterwards the rollups must
+count exactly N events by kind, and reconcile must find no drift.
+
+Why it would be exact: the raw table keeps one row per event (``ReplacingMergeTree`` on
+its key, read with FINAL), so a record read twice after a crash adds nothing, and rollups
+built from it are right by construction. What it gives up, and what a product path would
+need, is in docs/bench.md (tenth pass): no duplicate-conflict check across records, no
+spike baselines, and the live worker must not fold the same periods.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import statistics
+import tempfile
+import time
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.pipeline import RESULTS, bare_loop, cpu_seconds, event_lines, expected_by_kind, machine, produce
+from hotspots import accepted as accepted_topic
+from hotspots import stack
+from hotspots.contract import BULK_CONTENT_TYPE, MEASURES
+from hotspots.geo import cells_of
+from hotspots.settings import ProducerSettings, SinkSettings, WorkerSettings
+from sinks.landing import EVENTS
+from sinks.reconcile import event_keys, reconcile
+from sinks.store import Store
+from streams.rollup import accepted_row, position
+
+_SUMS = ", ".join(f"sum({m})" for m in MEASURES)
+
+
+def rollups_from_events(where: str = "1") -> str:
+    """The statement that writes every rollup key's full state from the raw events (those
+    matching ``where``), as the worker's fold would leave it: its measures' sums, and seq =
+    its number of events (the worker's first state slot). ``{db}`` is left to fill in."""
+    return f"""
+INSERT INTO {{db}}.rollups (period, res, kind, period_start, cell, {", ".join(MEASURES)}, seq)
+SELECT k.1, k.2, kind, k.3, k.4, {_SUMS}, count()
+FROM (SELECT kind, time_precision, occurred_at, week_start, month_start, cell8, cell7, cell6,
+             {", ".join(MEASURES)}
+      FROM {{db}}.events FINAL WHERE {where})
+ARRAY JOIN {event_keys()} AS k
+GROUP BY k.1, k.2, kind, k.3, k.4
+"""
+
+
+LAND_EVERY = 40  # records (of 500 events) a landing insert takes: the worker's 20,000-event fold
+
+
+def accepted_lines(value: bytes, partition: int, offset: int, admission: Any, now: datetime) -> list[bytes]:
+    """A bulk record's accepted lines; raises InvalidEvent on a line the contract refuses
+    (the experiment's events are all valid: a product path would dead-letter it)."""
+    out = []
+    for index, raw in enumerate(value.split(b"\n")):
+        event = admission.admit(raw, now)
+        out.append(accepted_topic.line(
+            accepted_row(event, cells_of(event.lat, event.lon), (partition, position(offset, index))), raw))
+    return out
+
+
+async def _load(bootstrap: str, topic: str, partitions: int, expected: int, store: Store) -> None:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    admission = WorkerSettings().admission()
+    now = datetime.now(UTC)
+    bulk = BULK_CONTENT_TYPE.encode()
+    try:
+        parts = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        loaded, records, lines = 0, 0, []
+        while loaded < expected:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=LAND_EVERY)
+            for tp, got in batches.items():
+                for record in got:
+                    if dict(record.headers or ()).get("content-type") != bulk:
+                        raise ValueError("the experiment replays bulk records only")
+                    lines += accepted_lines(record.value, tp.partition, record.offset, admission, now)
+                    records += 1
+            if records >= LAND_EVERY or (lines and loaded + len(lines) >= expected):
+                store.insert_raw(EVENTS.table, EVENTS.column, b"\n".join(lines), EVENTS.fmt)
+                loaded += len(lines)
+                lines, records = [], 0
+                # A product loader would commit the offsets here: a crash before it reads
+                # the records again, and the raw table keeps one row per event.
+    finally:
+        await consumer.stop()
+
+
+def loader(bootstrap: str, topic: str, partitions: int, expected: int, data_dir: str,
+           out: Any) -> None:
+    """The loader process: load, build the rollups; put "ready", then (loaded at, built at,
+    CPU seconds, events counted by kind, reconcile ok) on ``out``."""
+    store = Store(SinkSettings(data_dir=Path(data_dir), clickhouse_url=None, database="history"))
+    out.put("ready")
+    cpu = time.process_time()
+    asyncio.run(_load(bootstrap, topic, partitions, expected, store))
+    loaded_at = time.time()
+    store.command(rollups_from_events().format(db=store.database))
+    built_at = time.time()
+    cpu = time.process_time() - cpu
+    rows = store.query("SELECT kind, sum(count) AS n FROM {db}.rollups FINAL "
+                       "WHERE period = 'month' AND res = 6 GROUP BY kind")
+    check = reconcile(store)
+    store.close()
+    out.put((loaded_at, built_at, cpu, {r["kind"]: int(r["n"]) for r in rows}, check["ok"]))
+
+
+def one_run(n: int, partitions: int, seed: int, bulk: int) -> dict[str, Any]:
+    lines = event_lines(n, seed, date(2015, 1, 1), 3652, f"history{seed}")
+    with (tempfile.TemporaryDirectory(prefix="hotspots-history-") as tmp,
+          stack.throwaway(Path(tmp), "history", partitions) as config):
+        for name in ("worker", "spikes", "sink"):  # the broker alone: nothing else reads
+            stack.stop_service(config, name)
+        topic = ProducerSettings(topic_prefix=config.topic_prefix).events_topic
+        out: Any = mp.get_context("spawn").Queue()
+        proc = mp.get_context("spawn").Process(
+            target=loader, args=(config.bootstrap, topic, partitions, n, str(Path(tmp) / "store"), out))
+        proc.start()
+        if out.get(timeout=300) != "ready":  # the loader's imports and store: not timed
+            raise RuntimeError("the loader did not start")
+        broker_cpu = cpu_seconds(config, "broker")
+        started = time.time()
+        producer_cpu = time.process_time()
+        produced = produce(config, lines, bulk)
+        producer_cpu = (time.process_time() - producer_cpu) / n * 1e6
+        loaded_at, built_at, loader_cpu, counted, reconciled = out.get(timeout=3600)
+        broker_cpu = (cpu_seconds(config, "broker") - broker_cpu) / n * 1e6
+        proc.join(60)
+        expected = expected_by_kind(lines)
+        if counted != expected or not reconciled:
+            raise AssertionError(f"inexact: counted {counted}, expected {expected}; reconcile {reconciled}")
+        bare_cpu = time.process_time()
+        baseline = bare_loop(config, n)
+        bare_cpu = (time.process_time() - bare_cpu) / n * 1e6
+        elapsed = built_at - started
+        return {"events": n, "bulk": bulk, "partitions": partitions,
+                "history_eps": n / elapsed, "history_seconds": elapsed,
+                "load_seconds": loaded_at - started, "build_seconds": built_at - loaded_at,
+                "producer_eps": n / produced, "baseline_eps": baseline,
+                "ratio": n / elapsed / baseline, "counted": sum(counted.values()),
+                "loader_cpu_us": loader_cpu / n * 1e6, "producer_cpu_us": producer_cpu,
+                "broker_cpu_us": broker_cpu,
+                "bare_cpu_us": bare_cpu}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--bulk", type=int, default=500)
+    args = parser.parse_args()
+    runs = [one_run(args.events, args.partitions, seed, args.bulk) for seed in range(1, args.runs + 1)]
+    for key in ("history_eps", "baseline_eps", "ratio", "load_seconds", "build_seconds",
+                "loader_cpu_us", "producer_cpu_us", "broker_cpu_us", "bare_cpu_us"):
+        values = [r[key] for r in runs]
+        print(f"{key}: median {statistics.median(values):.4g} (spread {min(values):.4g}–{max(values):.4g})")
+    out = RESULTS / f"history-load-{datetime.now(UTC):%Y-%m-%dT%H%M%S%z}.json"
+    out.write_text(json.dumps({"machine": machine(), "runs": runs}, indent=2) + "\n")
+    print(f"written: {out}")
+
+
+if __name__ == "__main__":
+    main()
