@@ -72,7 +72,6 @@ def product_fold(records: list[bytes]) -> dict[str, Any]:
     groups: dict[str, Any] = {}
     seen: dict[str, list[Any]] = {}
     rows: list[bytes] = []
-
     folding = RollupFold(groups)
     for offset, value in enumerate(records):
         for index, raw in enumerate(value.split(b"\n")):

@@ -35,6 +35,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing as mp
+import queue
 import statistics
 import tempfile
 import time
@@ -136,6 +137,18 @@ def loader(bootstrap: str, topic: str, partitions: int, expected: int, data_dir:
     out.put((loaded_at, built_at, cpu, {r["kind"]: int(r["n"]) for r in rows}, check["ok"]))
 
 
+def _next(proc: Any, out: Any, timeout: float) -> Any:
+    """The loader's next message; an error as soon as the loader has died instead."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return out.get(timeout=2)
+        except queue.Empty:
+            if not proc.is_alive():
+                raise RuntimeError(f"the loader exited with code {proc.exitcode}") from None
+    raise TimeoutError(f"no word from the loader in {timeout:.0f} s")
+
+
 def one_run(n: int, partitions: int, seed: int, bulk: int) -> dict[str, Any]:
     lines = event_lines(n, seed, date(2015, 1, 1), 3652, f"history{seed}")
     with (tempfile.TemporaryDirectory(prefix="hotspots-history-") as tmp,
@@ -147,14 +160,14 @@ def one_run(n: int, partitions: int, seed: int, bulk: int) -> dict[str, Any]:
         proc = mp.get_context("spawn").Process(
             target=loader, args=(config.bootstrap, topic, partitions, n, str(Path(tmp) / "store"), out))
         proc.start()
-        if out.get(timeout=300) != "ready":  # the loader's imports and store: not timed
+        if _next(proc, out, 300) != "ready":  # the loader's imports and store: not timed
             raise RuntimeError("the loader did not start")
         broker_cpu = cpu_seconds(config, "broker")
         started = time.time()
         producer_cpu = time.process_time()
         produced = produce(config, lines, bulk)
         producer_cpu = (time.process_time() - producer_cpu) / n * 1e6
-        loaded_at, built_at, loader_cpu, counted, reconciled = out.get(timeout=3600)
+        loaded_at, built_at, loader_cpu, counted, reconciled = _next(proc, out, 3600)
         broker_cpu = (cpu_seconds(config, "broker") - broker_cpu) / n * 1e6
         proc.join(60)
         expected = expected_by_kind(lines)
