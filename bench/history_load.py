@@ -156,8 +156,9 @@ def one_run(n: int, partitions: int, seed: int, bulk: int) -> dict[str, Any]:
         for name in ("worker", "spikes", "sink"):  # the broker alone: nothing else reads
             stack.stop_service(config, name)
         topic = ProducerSettings(topic_prefix=config.topic_prefix).events_topic
-        out: Any = mp.get_context("spawn").Queue()
-        proc = mp.get_context("spawn").Process(
+        spawn = mp.get_context("spawn")  # chDB opens its store in the loader only
+        out: Any = spawn.Queue()
+        proc = spawn.Process(
             target=loader, args=(config.bootstrap, topic, partitions, n, str(Path(tmp) / "store"), out))
         proc.start()
         if _next(proc, out, 300) != "ready":  # the loader's imports and store: not timed

@@ -11,6 +11,7 @@ from bench.pipeline import event_lines
 from hotspots.contract import MEASURES
 from hotspots.settings import WorkerSettings
 from sinks.landing import EVENTS
+from streams.rollup import RollupKey
 
 
 def test_rollups_built_from_the_raw_events_are_the_worker_s(store) -> None:
@@ -33,7 +34,7 @@ def test_rollups_built_from_the_raw_events_are_the_worker_s(store) -> None:
     rows = store.query(f"""SELECT period, res, cell, period_start, kind, seq, {", ".join(MEASURES)}
                            FROM {{db}}.rollups FINAL
                            WHERE period_start BETWEEN '1984-12-01' AND '1995-01-31'""")
-    built = {f"{r['period']}|{r['res']}|{r['cell']}|{r['period_start'].isoformat()}|{r['kind']}":
+    built = {RollupKey(r["period"], r["res"], r["cell"], r["period_start"], r["kind"]).encode():
              [r["seq"], *(r[m] for m in MEASURES)] for r in rows}
     assert sum(state[0] for state in worker.values()) == 3000 * 7  # weekly, monthly x 3 res, daily
     assert built == worker
