@@ -123,9 +123,9 @@ class Store:
         for statement in SCHEMA:
             self.command(statement.format(db=self.database))
 
-    def command(self, sql: str) -> None:
+    def command(self, sql: str, settings: dict[str, Any] | None = None) -> None:
         with self._lock:
-            self.client.command(sql)
+            self.client.command(sql, settings=settings)
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         with self._lock:
@@ -141,10 +141,11 @@ class Store:
         with self._lock:
             self.client.insert(f"{self.database}.{table}", rows, column_names=list(columns))
 
-    def insert_raw(self, table: str, column: str, body: bytes, fmt: str) -> None:
-        """Insert ``body``, text in ClickHouse input format ``fmt``, into one column of a table."""
+    def insert_raw(self, table: str, column: str | Sequence[str], body: bytes, fmt: str) -> None:
+        """Insert ``body``, in ClickHouse input format ``fmt``, into a table's column(s)."""
+        columns = [column] if isinstance(column, str) else list(column)
         with self._lock:
-            self.client.raw_insert(f"{self.database}.{table}", [column], body, fmt=fmt)
+            self.client.raw_insert(f"{self.database}.{table}", columns, body, fmt=fmt)
 
     def close(self) -> None:
         with self._lock:
