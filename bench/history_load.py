@@ -1,6 +1,6 @@
 """A history load without per-event state: the rollups built by the store (a design experiment).
 
-    python -m bench.history_load [--events 1000000] [--runs 1]
+    python -m bench.history_load [--events 1000000] [--runs 1] [--admission python|sql]
 
 Issue #7 asks for ten years of national data (70M events) in an hour on two cores. The
 worker keeps every rollup key's state in Python and writes it to Kafka twice (changelog,
@@ -18,6 +18,11 @@ broker, events and producer as ``bench.pipeline``:
 * once every event is loaded, the store builds the rollups of every key from
   ``events FINAL`` in one statement, by the rules ``sinks.reconcile`` checks
   (:func:`rollups_from_events`). The clock stops there.
+
+With ``--admission sql`` (docs/bench.md, eleventh pass) the producer only frames the lines
+(:func:`frame`), the loader lands each record as it came, and ClickHouse checks the lines a
+chunk at a time (``sinks.admission_sql``), leaving the lines it is not sure of to the
+Python admission (:func:`check_chunk`).
 
 Baseline: the bare loop over the same topic, in the same run. Afterwards the rollups must
 count exactly N events by kind, and reconcile must find no drift.
@@ -46,12 +51,14 @@ from typing import Any
 from bench.pipeline import RESULTS, bare_loop, cpu_seconds, event_lines, expected_by_kind, machine, produce
 from hotspots import accepted as accepted_topic
 from hotspots import stack
-from hotspots.contract import BULK_CONTENT_TYPE, MEASURES
+from hotspots.contract import BULK_CONTENT_TYPE, MEASURES, InvalidEvent
 from hotspots.geo import cells_of
 from hotspots.settings import ProducerSettings, SinkSettings, WorkerSettings
+from sinks import admission_sql
 from sinks.landing import EVENTS
 from sinks.reconcile import event_keys, reconcile
 from sinks.store import Store
+from streams.app import where
 from streams.rollup import accepted_row, position
 
 _SUMS = ", ".join(f"sum({m})" for m in MEASURES)
@@ -118,14 +125,139 @@ async def _load(bootstrap: str, topic: str, partitions: int, expected: int, stor
         await consumer.stop()
 
 
+# ---------------------------------------------------------------- admission in the store
+#
+# The loader above checks each line in Python (~10 µs). This one lands each record as it
+# came, then lets ClickHouse check a chunk of lines at a time (sinks.admission_sql): planning
+# that statement takes most of a second, so it runs once a chunk. Lines it is not sure of go
+# to the Python admission, which accepts them (the worker's path) or dead-letters them with
+# their reason. The records are only a buffer: Kafka keeps them until the offsets are
+# committed, after their chunk is checked, and events keeps one row per event, so a chunk
+# checked twice after a crash adds nothing.
+
+SQL_CHUNK = 500_000  # lines checked by one statement
+# A chunk is a few hundred big rows (records): read them on both threads, and run the two
+# views of one check side by side.
+CHECK_SETTINGS = {**admission_sql.CELL_SETTINGS, "merge_tree_min_rows_for_concurrent_read": 1,
+                  "merge_tree_min_bytes_for_concurrent_read": 1, "parallel_view_processing": 1}
+_EVENT_COLUMNS = ("event_id", "kind", "occurred_at", "time_precision", "week_start", "month_start",
+                  "lat", "lon", "force", "operation", "cell8", "cell7", "cell6", *MEASURES, "payload")
+
+
+def sql_schema(admission: Any) -> list[str]:
+    """The loader's tables, ``{db}`` left to fill in (with str.replace: the checks hold braces)."""
+    checked = admission_sql.accepted_select(
+        admission, "SELECT 0 AS partition, 0 AS offset, 0 AS bulk, 0 AS line_index, '' AS line",
+        passing="toUInt32(partition) AS partition, toUInt64(offset) AS offset, "
+                "toUInt8(bulk) AS bulk, toUInt32(line_index) AS line_index")
+    return [
+        """CREATE TABLE IF NOT EXISTS {db}.load_records (partition UInt32, offset UInt64,
+             bulk UInt8, value String) ENGINE = MergeTree ORDER BY (partition, offset)
+             SETTINGS index_granularity = 8""",
+        """CREATE TABLE IF NOT EXISTS {db}.load_unsure (partition UInt32, offset UInt64, bulk UInt8,
+             line_index UInt32, line String) ENGINE = MergeTree ORDER BY (partition, offset, line_index)""",
+        # One check per line, two destinations: a Null table and a view for each.
+        f"CREATE TABLE IF NOT EXISTS {{db}}.load_checked ENGINE = Null EMPTY AS {checked}",
+        f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.load_sure TO {{db}}.events AS
+            SELECT {", ".join(_EVENT_COLUMNS)} FROM {{db}}.load_checked WHERE sure""",
+        """CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.load_not_sure TO {db}.load_unsure AS
+           SELECT partition, offset, bulk, line_index, payload AS line
+           FROM {db}.load_checked WHERE NOT sure""",
+    ]
+
+
+def check_chunk(store: Store, admission: Any, topic: str, now: datetime) -> int:
+    """Check the lines of every landed record, decide the unsure ones in Python, and empty
+    the buffer. Returns the number of lines dead-lettered."""
+    db = store.database
+    # A bulk record's blank lines are skipped, as the worker skips them.
+    source = f"""SELECT partition, offset, bulk, toUInt32(i - 1) AS line_index, line FROM (
+                   SELECT partition, offset, bulk,
+                          if(bulk = 1, splitByChar('\\n', value), [value]) AS lines
+                   FROM {db}.load_records)
+                 ARRAY JOIN lines AS line, arrayEnumerate(lines) AS i
+                 WHERE NOT (bulk = 1 AND match(line, '^[ \\t\\r\\x0b\\x0c]*$'))"""
+    checked = admission_sql.accepted_select(admission, source,
+                                            passing="partition, offset, bulk, line_index")
+    store.command(f"INSERT INTO {db}.load_checked {checked}", settings=CHECK_SETTINGS)
+    lines, letters = [], []
+    # In hex: the bytes as they came, even those that are not UTF-8.
+    for row in store.query("SELECT partition, offset, bulk, line_index, hex(line) AS line "
+                           "FROM {db}.load_unsure"):
+        raw = bytes.fromhex(row["line"])
+        try:
+            event = admission.admit(raw, now)
+        except InvalidEvent as exc:
+            origin = where(f"{topic}[{row['partition']}]@{row['offset']}", row["bulk"], row["line_index"])
+            letters.append([exc.reason, exc.detail[:500], origin, raw.decode("utf-8", "replace")])
+            continue
+        place = (row["partition"], position(row["offset"], row["line_index"]))
+        lines.append(accepted_topic.line(accepted_row(event, cells_of(event.lat, event.lon), place), raw))
+    if lines:
+        store.insert_raw(EVENTS.table, EVENTS.column, b"\n".join(lines), EVENTS.fmt)
+    if letters:
+        store.insert("dead_letters", letters, ["reason", "detail", "source", "raw"])
+    # A product loader would commit the offsets here, then empty the buffer.
+    store.command(f"TRUNCATE TABLE {db}.load_records")
+    store.command(f"TRUNCATE TABLE {db}.load_unsure")
+    return len(letters)
+
+
+def _rowbinary(partition: int, offset: int, bulk: bool, value: bytes) -> bytes:
+    size, head = len(value), bytearray()
+    while size >= 0x80:
+        head.append(size & 0x7F | 0x80)
+        size >>= 7
+    head.append(size)
+    return b"".join((partition.to_bytes(4, "little"), offset.to_bytes(8, "little"),
+                     b"\x01" if bulk else b"\x00", bytes(head), value))
+
+
+async def _load_sql(bootstrap: str, topic: str, partitions: int, expected: int, store: Store) -> None:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    admission = WorkerSettings().admission()
+    for statement in sql_schema(admission):  # the checks hold braces: no str.format
+        store.command(statement.replace("{db}", store.database))
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    now = datetime.now(UTC)
+    bulk = BULK_CONTENT_TYPE.encode()
+    try:
+        parts = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        landed, unchecked = 0, 0
+        while landed < expected:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=LAND_EVERY)
+            body = []
+            for tp, got in batches.items():
+                for record in got:
+                    is_bulk = dict(record.headers or ()).get("content-type") == bulk
+                    body.append(_rowbinary(tp.partition, record.offset, is_bulk, record.value))
+                    lines = record.value.count(b"\n") + 1 if is_bulk else 1
+                    landed += lines
+                    unchecked += lines
+            if body:
+                store.insert_raw("load_records", ("partition", "offset", "bulk", "value"), b"".join(body),
+                                 "RowBinary")
+            if unchecked and (landed >= expected or unchecked >= SQL_CHUNK):
+                check_chunk(store, admission, topic, now)
+                unchecked = 0
+    finally:
+        await consumer.stop()
+
+
 def loader(bootstrap: str, topic: str, partitions: int, expected: int, data_dir: str,
-           out: Any) -> None:
+           out: Any, admission: str = "python") -> None:
     """The loader process: load, build the rollups; put "ready", then (loaded at, built at,
     CPU seconds, events counted by kind, reconcile ok) on ``out``."""
     store = Store(SinkSettings(data_dir=Path(data_dir), clickhouse_url=None, database="history"))
     out.put("ready")
     cpu = time.process_time()
-    asyncio.run(_load(bootstrap, topic, partitions, expected, store))
+    load = _load_sql if admission == "sql" else _load
+    asyncio.run(load(bootstrap, topic, partitions, expected, store))
     loaded_at = time.time()
     store.command(rollups_from_events().format(db=store.database))
     built_at = time.time()
@@ -149,7 +281,32 @@ def _next(proc: Any, out: Any, timeout: float) -> Any:
     raise TimeoutError(f"no word from the loader in {timeout:.0f} s")
 
 
-def one_run(n: int, partitions: int, seed: int, bulk: int) -> dict[str, Any]:
+def frame(config: stack.StackConfig, lines: list[bytes], bulk: int) -> float:
+    """A replay file's lines sent as they are, ``bulk`` to a record (the product's bulk
+    content type, partitions in turn), with the product producer's settings; seconds taken.
+    Nothing is checked here: the loader's admission does that, for every line."""
+    from kafka import KafkaProducer
+
+    from hotspots.kafka_security import kafka_kwargs
+
+    settings = ProducerSettings(bootstrap=config.bootstrap, topic_prefix=config.topic_prefix)
+    producer = KafkaProducer(**kafka_kwargs(settings), acks="all", enable_idempotence=True,
+                             compression_type=settings.compression, linger_ms=settings.linger_ms)
+    headers = [("contract", b"v1"), ("content-type", BULK_CONTENT_TYPE.encode()), ("source", b"bench")]
+    started = time.perf_counter()
+    partitions = len(producer.partitions_for(settings.events_topic) or ())
+    futures = []
+    for n, first in enumerate(range(0, len(lines), bulk)):
+        futures.append(producer.send(settings.events_topic, value=b"\n".join(lines[first:first + bulk]),
+                                     partition=n % partitions, headers=headers))
+    producer.flush(timeout=600)
+    producer.close()
+    acked = sum(min(bulk, len(lines) - i * bulk) for i, f in enumerate(futures) if f.succeeded())
+    assert acked == len(lines), (acked, len(lines))
+    return time.perf_counter() - started
+
+
+def one_run(n: int, partitions: int, seed: int, bulk: int, admission: str = "python") -> dict[str, Any]:
     lines = event_lines(n, seed, date(2015, 1, 1), 3652, f"history{seed}")
     with (tempfile.TemporaryDirectory(prefix="hotspots-history-") as tmp,
           stack.throwaway(Path(tmp), "history", partitions) as config):
@@ -159,14 +316,15 @@ def one_run(n: int, partitions: int, seed: int, bulk: int) -> dict[str, Any]:
         spawn = mp.get_context("spawn")  # chDB opens its store in the loader only
         out: Any = spawn.Queue()
         proc = spawn.Process(
-            target=loader, args=(config.bootstrap, topic, partitions, n, str(Path(tmp) / "store"), out))
+            target=loader,
+            args=(config.bootstrap, topic, partitions, n, str(Path(tmp) / "store"), out, admission))
         proc.start()
         if _next(proc, out, 300) != "ready":  # the loader's imports and store: not timed
             raise RuntimeError("the loader did not start")
         broker_cpu = cpu_seconds(config, "broker")
         started = time.time()
         producer_cpu = time.process_time()
-        produced = produce(config, lines, bulk)
+        produced = (frame if admission == "sql" else produce)(config, lines, bulk)
         producer_cpu = (time.process_time() - producer_cpu) / n * 1e6
         loaded_at, built_at, loader_cpu, counted, reconciled = _next(proc, out, 3600)
         broker_cpu = (cpu_seconds(config, "broker") - broker_cpu) / n * 1e6
@@ -178,7 +336,7 @@ def one_run(n: int, partitions: int, seed: int, bulk: int) -> dict[str, Any]:
         baseline = bare_loop(config, n)
         bare_cpu = (time.process_time() - bare_cpu) / n * 1e6
         elapsed = built_at - started
-        return {"events": n, "bulk": bulk, "partitions": partitions,
+        return {"events": n, "bulk": bulk, "partitions": partitions, "admission": admission,
                 "history_eps": n / elapsed, "history_seconds": elapsed,
                 "load_seconds": loaded_at - started, "build_seconds": built_at - loaded_at,
                 "producer_eps": n / produced, "baseline_eps": baseline,
@@ -194,8 +352,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--bulk", type=int, default=500)
+    parser.add_argument("--admission", choices=("python", "sql"), default="python",
+                        help="python: the loader checks each line (the product producer checks "
+                             "them too); sql: the store checks them, and the producer only frames")
     args = parser.parse_args()
-    runs = [one_run(args.events, args.partitions, seed, args.bulk) for seed in range(1, args.runs + 1)]
+    runs = [one_run(args.events, args.partitions, seed, args.bulk, args.admission)
+            for seed in range(1, args.runs + 1)]
     for key in ("history_eps", "baseline_eps", "ratio", "load_seconds", "build_seconds",
                 "loader_cpu_us", "producer_cpu_us", "broker_cpu_us", "bare_cpu_us"):
         values = [r[key] for r in runs]

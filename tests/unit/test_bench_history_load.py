@@ -1,12 +1,15 @@
 """bench/history_load.py's store-built rollups are the worker's, key by key, so its cost is
-the cost of the same answer (docs/bench.md, tenth pass)."""
+the cost of the same answer (docs/bench.md, tenth pass); its admission in the store loads
+each event once and dead-letters the rest (eleventh pass)."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
+import orjson
+
 from bench.budget import bulk, product_fold
-from bench.history_load import accepted_lines, rollups_from_events
+from bench.history_load import _rowbinary, accepted_lines, check_chunk, rollups_from_events, sql_schema
 from bench.pipeline import event_lines
 from hotspots.contract import MEASURES
 from hotspots.settings import WorkerSettings
@@ -38,3 +41,40 @@ def test_rollups_built_from_the_raw_events_are_the_worker_s(store) -> None:
              [r["seq"], *(r[m] for m in MEASURES)] for r in rows}
     assert sum(state[0] for state in worker.values()) == 3000 * 7  # weekly, monthly x 3 res, daily
     assert built == worker
+
+
+def _event(n: int, **changes: object) -> bytes:
+    return orjson.dumps({"kind": "arrest", "event_id": f"histsql-{n}", "force": "essex",
+                         "occurred_at": f"1986-03-{n + 1:02d}T12:00:00Z", "lat": 51.73, "lon": 0.47,
+                         **changes})
+
+
+def test_the_store_s_admission_loads_each_event_once_and_dead_letters_the_rest(store) -> None:
+    admission, now = WorkerSettings().admission(), datetime.now(UTC)
+    for statement in sql_schema(admission):
+        store.command(statement.replace("{db}", store.database))
+    bulk = b"\n".join([
+        _event(0), _event(1, charged=True), b"  ",  # a blank line: skipped, as by the worker
+        _event(2, lat="51.7"),  # refused: a string is not a latitude
+        _event(3, force="Essex\u2028Police"),  # not sure in SQL: Python accepts it
+        _event(1, charged=True),  # the same event again, at another place
+        _event(5).replace(b"essex", b"ess\xffx"),  # not UTF-8: refused, as the bytes came
+    ])
+    single = orjson.dumps(orjson.loads(_event(4)), option=orjson.OPT_INDENT_2)  # lines, not one
+    records = [_rowbinary(0, 7, True, bulk), _rowbinary(1, 3, False, single),
+               _rowbinary(1, 4, False, b"[]")]
+    for _ in range(2):  # checked, then landed and checked again, as after a crash
+        store.insert_raw("load_records", ("partition", "offset", "bulk", "value"), b"".join(records),
+                         "RowBinary")
+        assert check_chunk(store, admission, "t.events.v1", now) == 3
+    rows = store.query("SELECT event_id, charged, force FROM {db}.events FINAL "
+                       "WHERE startsWith(event_id, 'histsql-') ORDER BY event_id")
+    assert [(r["event_id"], r["charged"]) for r in rows] == [
+        ("histsql-0", 0), ("histsql-1", 1), ("histsql-3", 0), ("histsql-4", 0)]
+    assert rows[2]["force"] == "Essex\u2028Police"
+    letters = store.query("SELECT DISTINCT reason, source FROM {db}.dead_letters "
+                          "WHERE source LIKE 't.events.v1%' ORDER BY source")
+    assert [(r["reason"], r["source"]) for r in letters] == [
+        ("bad_coordinates", "t.events.v1[0]@7#3"), ("not_json", "t.events.v1[0]@7#6"),
+        ("not_object", "t.events.v1[1]@4")]
+    assert store.query("SELECT count() AS n FROM {db}.load_records")[0]["n"] == 0  # emptied
