@@ -56,7 +56,7 @@ from hotspots.geo import cells_of
 from hotspots.settings import ProducerSettings, SinkSettings, WorkerSettings
 from sinks import admission_sql
 from sinks.landing import EVENTS
-from sinks.reconcile import event_keys, reconcile
+from sinks.reconcile import key_rules, reconcile
 from sinks.store import Store
 from streams.app import where
 from streams.rollup import accepted_row, position
@@ -67,16 +67,17 @@ _SUMS = ", ".join(f"sum({m})" for m in MEASURES)
 def rollups_from_events(where: str = "1") -> str:
     """The statement that writes every rollup key's full state from the raw events (those
     matching ``where``), as the worker's fold would leave it: its measures' sums, and seq =
-    its number of events (the worker's first state slot). ``{db}`` is left to fill in."""
-    return f"""
-INSERT INTO {{db}}.rollups (period, res, kind, period_start, cell, {", ".join(MEASURES)}, seq)
-SELECT k.1, k.2, kind, k.3, k.4, {_SUMS}, count()
-FROM (SELECT kind, time_precision, occurred_at, week_start, month_start, cell8, cell7, cell6,
-             {", ".join(MEASURES)}
-      FROM {{db}}.events FINAL WHERE {where})
-ARRAY JOIN {event_keys()} AS k
-GROUP BY k.1, k.2, kind, k.3, k.4
-"""
+    its number of events (the worker's first state slot). ``{db}`` is left to fill in.
+
+    One GROUP BY per (period, resolution), by the rules reconcile checks: a third less CPU
+    than one GROUP BY over every event's keys array-joined (eleventh pass), the same rows."""
+    parts = [f"""SELECT '{period}', {res}, kind, {start} AS start, cell{res}, {_SUMS}, count()
+                 FROM {{db}}.events FINAL
+                 WHERE ({where}){" AND time_precision != 'month'" if needs_day else ""}
+                 GROUP BY kind, start, cell{res}"""
+             for period, res, start, needs_day in key_rules()]
+    return (f"INSERT INTO {{db}}.rollups (period, res, kind, period_start, cell, "
+            f"{', '.join(MEASURES)}, seq)\n" + "\nUNION ALL\n".join(parts))
 
 
 LAND_EVERY = 40  # records (of 500 events) a landing insert takes: the worker's 20,000-event fold

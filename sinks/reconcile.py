@@ -33,18 +33,24 @@ _KEY = "period, res, kind, period_start, cell"
 _MEASURE_LIST = ", ".join(MEASURES)
 
 
+def key_rules() -> list[tuple[str, int, str, bool]]:
+    """The rules of rollup_keys as (period, res, its start as SQL on ``events``, whether
+    the day must be known): monthly keys at every resolution, weekly ones at every resolution
+    and a daily one at DAILY_RES only when it is."""
+    local_day = f"toDate(occurred_at, '{TIMEZONE}')"
+    return [*(("month", res, "month_start", False) for res in RESOLUTIONS),
+            *(("week", res, "week_start", True) for res in RESOLUTIONS),
+            ("day", DAILY_RES, local_day, True)]
+
+
 def event_keys() -> str:
     """Each event's rollup keys as (period, res, period_start, cell) tuples, as rollup_keys."""
-    local_day = f"toDate(occurred_at, '{TIMEZONE}')"
-
     def key(period: str, res: int, start: str) -> str:
         return f"('{period}', toUInt8({res}), {start}, cell{res})"
 
-    monthly = ", ".join(key("month", res, "month_start") for res in RESOLUTIONS)
-    daily_or_weekly = ", ".join([*(key("week", res, "week_start") for res in RESOLUTIONS),
-                                 key("day", DAILY_RES, local_day)])
-    return (f"arrayConcat([{monthly}], "
-            f"if(time_precision = 'month', [], [{daily_or_weekly}]))")
+    always = ", ".join(key(p, r, start) for p, r, start, needs_day in key_rules() if not needs_day)
+    with_day = ", ".join(key(p, r, start) for p, r, start, needs_day in key_rules() if needs_day)
+    return f"arrayConcat([{always}], if(time_precision = 'month', [], [{with_day}]))"
 
 
 _IN_RANGE = ("period_start BETWEEN multiIf(period = 'day', toDate(%(first_day)s), "
