@@ -57,7 +57,7 @@ from hotspots.settings import ProducerSettings, SinkSettings, WorkerSettings
 from sinks import admission_sql
 from sinks.landing import EVENTS
 from sinks.reconcile import key_rules, reconcile
-from sinks.store import Store
+from sinks.store import Store, rowbinary_string
 from streams.app import where
 from streams.rollup import accepted_row, position
 
@@ -141,8 +141,7 @@ SQL_CHUNK = 500_000  # lines checked by one statement
 # views of one check side by side.
 CHECK_SETTINGS = {**admission_sql.CELL_SETTINGS, "merge_tree_min_rows_for_concurrent_read": 1,
                   "merge_tree_min_bytes_for_concurrent_read": 1, "parallel_view_processing": 1}
-_EVENT_COLUMNS = ("event_id", "kind", "occurred_at", "time_precision", "week_start", "month_start",
-                  "lat", "lon", "force", "operation", "cell8", "cell7", "cell6", *MEASURES, "payload")
+_EVENT_COLUMNS = (*accepted_topic.FIELDS[:-1], "payload")  # all but src, the source position
 
 
 def sql_schema(admission: Any) -> list[str]:
@@ -205,13 +204,9 @@ def check_chunk(store: Store, admission: Any, topic: str, now: datetime) -> int:
 
 
 def _rowbinary(partition: int, offset: int, bulk: bool, value: bytes) -> bytes:
-    size, head = len(value), bytearray()
-    while size >= 0x80:
-        head.append(size & 0x7F | 0x80)
-        size >>= 7
-    head.append(size)
+    """One load_records row in RowBinary: the record's bytes need no escaping."""
     return b"".join((partition.to_bytes(4, "little"), offset.to_bytes(8, "little"),
-                     b"\x01" if bulk else b"\x00", bytes(head), value))
+                     b"\x01" if bulk else b"\x00", rowbinary_string(value)))
 
 
 async def _load_sql(bootstrap: str, topic: str, partitions: int, expected: int, store: Store) -> None:

@@ -106,6 +106,16 @@ ORDER BY alert_id""",
 )
 
 
+def rowbinary_string(value: bytes) -> bytes:
+    """A String in ClickHouse's RowBinary format: its length (unsigned LEB128), then its bytes."""
+    size, head = len(value), bytearray()
+    while size >= 0x80:
+        head.append(size & 0x7F | 0x80)
+        size >>= 7
+    head.append(size)
+    return bytes(head) + value
+
+
 class Store:
     """A thread-safe handle on the store (the sink thread and the API threads share it)."""
 

@@ -24,15 +24,13 @@ from hotspots.geo import cells_of
 from hotspots.settings import WorkerSettings
 from sinks import admission_sql
 from sinks.landing import EVENTS
-from sinks.store import SCHEMA
+from sinks.store import SCHEMA, rowbinary_string
 from streams.rollup import accepted_row
 from tests.unit.test_hostile import KIND_FIELDS, valid_record
 
 DB = "admission_sql_test"
 ADMISSION = WorkerSettings().admission()
-COLUMNS = ("event_id", "kind", "occurred_at", "time_precision", "week_start", "month_start", "lat",
-           "lon", "force", "operation", "cell8", "cell7", "cell6", "count", "charged", "executed",
-           "weapons", "drugs_mg", "cash_pence", "sentence_months", "people")
+COLUMNS = accepted.FIELDS[:-1]  # the events columns but payload: all but src, the source position
 
 BASE = {"kind": "seizure", "event_id": "s-1", "occurred_at": "2021-03-28T00:30:00Z", "lat": 51.73,
         "lon": 0.47, "force": "essex"}
@@ -112,16 +110,7 @@ def db(store):
 
 def rowbinary(lines: list[bytes]) -> bytes:
     """(i UInt32, line String) rows in RowBinary: any bytes, as they are."""
-    out = bytearray()
-    for i, raw in enumerate(lines):
-        out += i.to_bytes(4, "little")
-        size = len(raw)
-        while size >= 0x80:
-            out.append(size & 0x7F | 0x80)
-            size >>= 7
-        out.append(size)
-        out += raw
-    return bytes(out)
+    return b"".join(i.to_bytes(4, "little") + rowbinary_string(raw) for i, raw in enumerate(lines))
 
 
 def compare(store, lines: list[bytes]) -> tuple[int, int]:
