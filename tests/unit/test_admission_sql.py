@@ -172,7 +172,8 @@ def in_area(draw: Any) -> bytes:
     record["lat"] = draw(st.floats(49.8, 60.9))
     record["lon"] = draw(st.floats(-8.7, 1.8))
     zone = draw(st.sampled_from([UTC, _tz(60), _tz(-330), _tz(14 * 60), _tz(-12 * 60)]))
-    at = draw(st.datetimes(datetime(1970, 1, 3), datetime(2030, 1, 1), timezones=st.just(zone)))  # noqa: DTZ001
+    # After EARLIEST and before now in every zone drawn: the edges are the corpus's.
+    at = draw(st.datetimes(datetime(1970, 1, 6), datetime(2026, 1, 1), timezones=st.just(zone)))  # noqa: DTZ001
     record["occurred_at"] = at.isoformat() if draw(st.booleans()) else at.isoformat().replace("+00:00", "Z")
     return orjson.dumps(record)
 
@@ -181,17 +182,17 @@ def in_area(draw: Any) -> bytes:
 @given(st.lists(in_area(), min_size=40, max_size=40))
 def test_random_records_in_the_area(db, lines: list[bytes]) -> None:
     _, accepted_lines = compare(db, lines)
-    assert accepted_lines >= 1  # each drawn record is valid (its canonical line is checked too)
+    assert accepted_lines == len(set(lines))  # each drawn record is valid
 
 
-def test_every_kind_and_field_is_drawn() -> None:
+def test_every_kind_is_drawn() -> None:  # and every field: tests/unit/test_hostile.py
     assert set(KIND_FIELDS) == {m.model_fields["kind"].default for m in admission_sql._MODELS}
 
 
 def test_bench_events_are_all_sure(db) -> None:
     from bench.pipeline import event_lines
 
-    compare(db, event_lines(2000, 3, date(2015, 1, 1), 3652, "admsql"))
+    assert compare(db, event_lines(2000, 3, date(2015, 1, 1), 3652, "admsql")) == (2000, 2000)
 
 
 def test_a_construct_it_does_not_know_stops_it() -> None:
