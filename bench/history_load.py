@@ -44,6 +44,8 @@ import queue
 import statistics
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -94,36 +96,47 @@ def accepted_lines(value: bytes, partition: int, offset: int, admission: Any, no
     return out
 
 
-async def _load(bootstrap: str, topic: str, partitions: int, expected: int, store: Store) -> None:
+async def _batches(bootstrap: str, topic: str, partitions: int) -> AsyncIterator[list[tuple[int, Any]]]:
+    """The topic's records from the start, one getmany at a time, as (partition, record)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 auto_offset_reset="earliest")
     await consumer.start()
-    admission = WorkerSettings().admission()
-    now = datetime.now(UTC)
-    bulk = BULK_CONTENT_TYPE.encode()
     try:
         parts = [TopicPartition(topic, p) for p in range(partitions)]
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
-        loaded, records, lines = 0, 0, []
-        while loaded < expected:
+        while True:
             batches = await consumer.getmany(timeout_ms=1000, max_records=LAND_EVERY)
-            for tp, got in batches.items():
-                for record in got:
-                    if dict(record.headers or ()).get("content-type") != bulk:
-                        raise ValueError("the experiment replays bulk records only")
-                    lines += accepted_lines(record.value, tp.partition, record.offset, admission, now)
-                    records += 1
+            yield [(tp.partition, record) for tp, got in batches.items() for record in got]
+    finally:
+        await consumer.stop()
+
+
+def _is_bulk(record: Any) -> bool:
+    return dict(record.headers or ()).get("content-type") == BULK_CONTENT_TYPE.encode()
+
+
+async def _load(bootstrap: str, topic: str, partitions: int, expected: int, store: Store) -> None:
+    admission = WorkerSettings().admission()
+    now = datetime.now(UTC)
+    loaded, records, lines = 0, 0, []
+    async with aclosing(_batches(bootstrap, topic, partitions)) as batches:
+        async for batch in batches:
+            for partition, record in batch:
+                if not _is_bulk(record):
+                    raise ValueError("the experiment replays bulk records only")
+                lines += accepted_lines(record.value, partition, record.offset, admission, now)
+                records += 1
             if records >= LAND_EVERY or (lines and loaded + len(lines) >= expected):
                 store.insert_raw(EVENTS.table, EVENTS.column, b"\n".join(lines), EVENTS.fmt)
                 loaded += len(lines)
                 lines, records = [], 0
                 # A product loader would commit the offsets here: a crash before it reads
                 # the records again, and the raw table keeps one row per event.
-    finally:
-        await consumer.stop()
+            if loaded >= expected:
+                return
 
 
 # ---------------------------------------------------------------- admission in the store
@@ -210,39 +223,28 @@ def _rowbinary(partition: int, offset: int, bulk: bool, value: bytes) -> bytes:
 
 
 async def _load_sql(bootstrap: str, topic: str, partitions: int, expected: int, store: Store) -> None:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
     admission = WorkerSettings().admission()
     for statement in sql_schema(admission):  # the checks hold braces: no str.format
         store.command(statement.replace("{db}", store.database))
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
-    await consumer.start()
     now = datetime.now(UTC)
-    bulk = BULK_CONTENT_TYPE.encode()
-    try:
-        parts = [TopicPartition(topic, p) for p in range(partitions)]
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        landed, unchecked = 0, 0
-        while landed < expected:
-            batches = await consumer.getmany(timeout_ms=1000, max_records=LAND_EVERY)
+    landed, unchecked = 0, 0
+    async with aclosing(_batches(bootstrap, topic, partitions)) as batches:
+        async for batch in batches:
             body = []
-            for tp, got in batches.items():
-                for record in got:
-                    is_bulk = dict(record.headers or ()).get("content-type") == bulk
-                    body.append(_rowbinary(tp.partition, record.offset, is_bulk, record.value))
-                    lines = record.value.count(b"\n") + 1 if is_bulk else 1
-                    landed += lines
-                    unchecked += lines
+            for partition, record in batch:
+                bulk = _is_bulk(record)
+                body.append(_rowbinary(partition, record.offset, bulk, record.value))
+                lines = record.value.count(b"\n") + 1 if bulk else 1
+                landed += lines
+                unchecked += lines
             if body:
                 store.insert_raw("load_records", ("partition", "offset", "bulk", "value"), b"".join(body),
                                  "RowBinary")
             if unchecked and (landed >= expected or unchecked >= SQL_CHUNK):
                 check_chunk(store, admission, topic, now)
                 unchecked = 0
-    finally:
-        await consumer.stop()
+            if landed >= expected:
+                return
 
 
 def loader(bootstrap: str, topic: str, partitions: int, expected: int, data_dir: str,
