@@ -50,10 +50,19 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.pipeline import RESULTS, bare_loop, cpu_seconds, event_lines, expected_by_kind, machine, produce
+from bench.pipeline import (
+    RESULTS,
+    bare_loop,
+    cpu_seconds,
+    event_lines,
+    expected_by_kind,
+    from_the_start,
+    machine,
+    produce,
+)
 from hotspots import accepted as accepted_topic
 from hotspots import stack
-from hotspots.contract import BULK_CONTENT_TYPE, MEASURES, InvalidEvent
+from hotspots.contract import BULK_CONTENT_TYPE, CONTRACT_VERSION, MEASURES, Event, InvalidEvent, dead_letter
 from hotspots.geo import cells_of
 from hotspots.settings import ProducerSettings, SinkSettings, WorkerSettings
 from sinks import admission_sql
@@ -85,33 +94,25 @@ def rollups_from_events(where: str = "1") -> str:
 LAND_EVERY = 40  # records (of 500 events) a landing insert takes: the worker's 20,000-event fold
 
 
+def accepted_line(event: Event, raw: bytes, partition: int, offset: int, index: int) -> bytes:
+    """The worker's accepted line of an event, with its place (partition, position)."""
+    place = (partition, position(offset, index))
+    return accepted_topic.line(accepted_row(event, cells_of(event.lat, event.lon), place), raw)
+
+
 def accepted_lines(value: bytes, partition: int, offset: int, admission: Any, now: datetime) -> list[bytes]:
     """A bulk record's accepted lines; raises InvalidEvent on a line the contract refuses
     (the experiment's events are all valid: a product path would dead-letter it)."""
-    out = []
-    for index, raw in enumerate(value.split(b"\n")):
-        event = admission.admit(raw, now)
-        out.append(accepted_topic.line(
-            accepted_row(event, cells_of(event.lat, event.lon), (partition, position(offset, index))), raw))
-    return out
+    return [accepted_line(admission.admit(raw, now), raw, partition, offset, index)
+            for index, raw in enumerate(value.split(b"\n"))]
 
 
 async def _batches(bootstrap: str, topic: str, partitions: int) -> AsyncIterator[list[tuple[int, Any]]]:
     """The topic's records from the start, one getmany at a time, as (partition, record)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        parts = [TopicPartition(topic, p) for p in range(partitions)]
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
+    async with from_the_start(bootstrap, topic, partitions) as consumer:
         while True:
             batches = await consumer.getmany(timeout_ms=1000, max_records=LAND_EVERY)
             yield [(tp.partition, record) for tp, got in batches.items() for record in got]
-    finally:
-        await consumer.stop()
 
 
 def _is_bulk(record: Any) -> bool:
@@ -193,7 +194,8 @@ def check_chunk(store: Store, admission: Any, topic: str, now: datetime) -> int:
     checked = admission_sql.accepted_select(admission, source,
                                             passing="partition, offset, bulk, line_index")
     store.command(f"INSERT INTO {db}.load_checked {checked}", settings=CHECK_SETTINGS)
-    lines, letters = [], []
+    lines: list[bytes] = []
+    letters: list[dict[str, Any]] = []
     # In hex: the bytes as they came, even those that are not UTF-8.
     for row in store.query("SELECT partition, offset, bulk, line_index, hex(line) AS line "
                            "FROM {db}.load_unsure"):
@@ -202,14 +204,13 @@ def check_chunk(store: Store, admission: Any, topic: str, now: datetime) -> int:
             event = admission.admit(raw, now)
         except InvalidEvent as exc:
             origin = where(f"{topic}[{row['partition']}]@{row['offset']}", row["bulk"], row["line_index"])
-            letters.append([exc.reason, exc.detail[:500], origin, raw.decode("utf-8", "replace")])
+            letters.append(dead_letter(raw, exc.reason, exc.detail, origin))
             continue
-        place = (row["partition"], position(row["offset"], row["line_index"]))
-        lines.append(accepted_topic.line(accepted_row(event, cells_of(event.lat, event.lon), place), raw))
+        lines.append(accepted_line(event, raw, row["partition"], row["offset"], row["line_index"]))
     if lines:
         store.insert_raw(EVENTS.table, EVENTS.column, b"\n".join(lines), EVENTS.fmt)
     if letters:
-        store.insert("dead_letters", letters, ["reason", "detail", "source", "raw"])
+        store.insert("dead_letters", [list(letter.values()) for letter in letters], list(letters[0]))
     # A product loader would commit the offsets here, then empty the buffer.
     store.command(f"TRUNCATE TABLE {db}.load_records")
     store.command(f"TRUNCATE TABLE {db}.load_unsure")
@@ -283,14 +284,12 @@ def frame(config: stack.StackConfig, lines: list[bytes], bulk: int) -> float:
     """A replay file's lines sent as they are, ``bulk`` to a record (the product's bulk
     content type, partitions in turn), with the product producer's settings; seconds taken.
     Nothing is checked here: the loader's admission does that, for every line."""
-    from kafka import KafkaProducer
-
-    from hotspots.kafka_security import kafka_kwargs
+    from producers.publisher import kafka_producer
 
     settings = ProducerSettings(bootstrap=config.bootstrap, topic_prefix=config.topic_prefix)
-    producer = KafkaProducer(**kafka_kwargs(settings), acks="all", enable_idempotence=True,
-                             compression_type=settings.compression, linger_ms=settings.linger_ms)
-    headers = [("contract", b"v1"), ("content-type", BULK_CONTENT_TYPE.encode()), ("source", b"bench")]
+    producer = kafka_producer(settings)
+    headers = [("contract", f"v{CONTRACT_VERSION}".encode()), ("content-type", BULK_CONTENT_TYPE.encode()),
+               ("source", b"bench")]
     started = time.perf_counter()
     partitions = len(producer.partitions_for(settings.events_topic) or ())
     futures = []

@@ -39,7 +39,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -250,8 +250,9 @@ def kafka_python_producer(config: stack.StackConfig, n: int, record_size: int) -
 # ------------------------------------------------------------------------- baseline
 
 
-async def _bare_loop(bootstrap: str, topic: str, partitions: int, expected: int) -> float:
-    """A bare aiokafka getmany loop that decodes every event's JSON and counts: events/s."""
+@contextlib.asynccontextmanager
+async def from_the_start(bootstrap: str, topic: str, partitions: int) -> AsyncIterator[Any]:
+    """An aiokafka consumer of every partition of ``topic``, at its first offset; no group."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
@@ -261,6 +262,14 @@ async def _bare_loop(bootstrap: str, topic: str, partitions: int, expected: int)
         parts = [TopicPartition(topic, p) for p in range(partitions)]
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
+        yield consumer
+    finally:
+        await consumer.stop()
+
+
+async def _bare_loop(bootstrap: str, topic: str, partitions: int, expected: int) -> float:
+    """A bare aiokafka getmany loop that decodes every event's JSON and counts: events/s."""
+    async with from_the_start(bootstrap, topic, partitions) as consumer:
         bulk = BULK_CONTENT_TYPE.encode()
         count = 0
         started = time.perf_counter()
@@ -276,8 +285,6 @@ async def _bare_loop(bootstrap: str, topic: str, partitions: int, expected: int)
                         orjson.loads(record.value)
                         count += 1
         return count / (time.perf_counter() - started)
-    finally:
-        await consumer.stop()
 
 
 def bare_loop(config: stack.StackConfig, expected: int) -> float:

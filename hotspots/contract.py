@@ -244,8 +244,9 @@ def is_personal_field(name: str) -> bool:
 
 _event_adapter: TypeAdapter[Event] = TypeAdapter(Event)
 # Every field name of every kind (none is personal: tests/unit/test_contract.py).
-CONTRACT_FIELDS = frozenset(name for model in get_args(get_args(Event)[0])
-                            for name in model.model_fields)
+# Every kind's model, in Event's order.
+MODELS: tuple[type[BaseModel], ...] = get_args(get_args(Event)[0])
+CONTRACT_FIELDS = frozenset(name for model in MODELS for name in model.model_fields)
 
 
 class InvalidEvent(ValueError):

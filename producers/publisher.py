@@ -45,6 +45,24 @@ class Rejected:
 BULK_BYTES = 256 * 1024
 
 
+def kafka_producer(settings: ProducerSettings) -> KafkaProducer:
+    """A producer with the product's settings: acknowledged by every replica, idempotent."""
+    try:
+        return KafkaProducer(
+            **kafka_kwargs(settings),  # bootstrap servers and HOTSPOTS_SECURITY_* settings
+            acks="all",
+            enable_idempotence=True,  # a retried send is not written twice
+            compression_type=settings.compression,
+            linger_ms=settings.linger_ms,
+            retries=10,
+            request_timeout_ms=15000,
+            max_block_ms=15000,
+            bootstrap_timeout_ms=15000,
+        )
+    except KafkaError as exc:
+        raise PublishError(connect_failure(settings, exc)) from None
+
+
 class EventPublisher:
     """Sends events and counts what the broker acknowledged; only acknowledged counts as sent.
 
@@ -72,20 +90,7 @@ class EventPublisher:
         self._linger = settings.bulk_linger_ms / 1000
         self._closed = threading.Event()
         self._partitions = 0
-        try:
-            self.producer = KafkaProducer(
-                **kafka_kwargs(settings),  # bootstrap servers and HOTSPOTS_SECURITY_* settings
-                acks="all",
-                enable_idempotence=True,  # a retried send is not written twice
-                compression_type=settings.compression,
-                linger_ms=settings.linger_ms,
-                retries=10,
-                request_timeout_ms=15000,
-                max_block_ms=15000,
-                bootstrap_timeout_ms=15000,
-            )
-        except KafkaError as exc:
-            raise PublishError(connect_failure(settings, exc)) from None
+        self.producer = kafka_producer(settings)
         if bulk > 1 and self._linger > 0:
             threading.Thread(target=self._send_lingering, name="bulk-linger", daemon=True).start()
 

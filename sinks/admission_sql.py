@@ -21,14 +21,14 @@ and a construct this module does not know (or a new field validator) stops it lo
 
 from __future__ import annotations
 
-from typing import Any, get_args
+from typing import Any
 
 from hotspots.contract import (
     EARLIEST,
     MAX_RECORD_BYTES,
     MEASURES,
+    MODELS,
     Admission,
-    Event,
 )
 from hotspots.geo import RESOLUTIONS
 from hotspots.periods import LONDON
@@ -41,7 +41,7 @@ KNOWN_VALIDATORS = frozenset({"_exact_version", "_to_utc", "_reject_naive", "_wh
 # is given values it cannot fail on (the *OrZero casts, the guards below).
 CELL_SETTINGS = {"geotoh3_argument_order": "lat_lon", "short_circuit_function_evaluation": "disable"}
 
-_MODELS: tuple[Any, ...] = get_args(get_args(Event)[0])
+_MODELS = MODELS
 _LATEST_YEAR = 2200  # past every accepted instant (now + max_future): keeps DateTime64 in range
 
 
