@@ -91,6 +91,12 @@ def rollups_from_events(where: str = "1") -> str:
             f"{', '.join(MEASURES)}, seq)\n" + "\nUNION ALL\n".join(parts))
 
 
+# The build's rows have distinct keys (one GROUP BY per (period, resolution)), so the
+# replacing merge that an insert runs on its own block finds nothing to replace; skipping it
+# halves the build's CPU (9.6 against 4.2 µs an event, twelfth pass). A key written twice
+# would still be one row to every reader: they read rollups with FINAL.
+BUILD_SETTINGS = {"optimize_on_insert": 0}
+
 LAND_EVERY = 40  # records (of 500 events) a landing insert takes: the worker's 20,000-event fold
 
 
@@ -258,7 +264,7 @@ def loader(bootstrap: str, topic: str, partitions: int, expected: int, data_dir:
     load = _load_sql if admission == "sql" else _load
     asyncio.run(load(bootstrap, topic, partitions, expected, store))
     loaded_at = time.time()
-    store.command(rollups_from_events().format(db=store.database))
+    store.command(rollups_from_events().format(db=store.database), settings=BUILD_SETTINGS)
     built_at = time.time()
     cpu = time.process_time() - cpu
     rows = store.query("SELECT kind, sum(count) AS n FROM {db}.rollups FINAL "
