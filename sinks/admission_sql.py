@@ -96,10 +96,9 @@ def _rule(name: str, spec: dict[str, Any]) -> str:
             checks.append(f"match({text}, {_quote(spec['pattern'])})")
         known |= {"const", "enum", "minLength", "maxLength", "pattern"}
     elif kind == "integer":  # strict: a JSON integer, not 1.0 and not true
-        # The raw value is re-written by ClickHouse (1.0 becomes 1): the line's own text must
-        # show an integer. With no backslash, no string holds a quote, so this is the key.
-        checks = [f"match({raw}, {_quote(_INTEGER)})",
-                  f"match(line, {_quote(chr(34) + name + chr(34) + r'[ ]*:[ ]*-?[0-9]+[ ]*[,}]')})"]
+        # The raw value is re-written by ClickHouse (1.0 becomes 1): the line's own text is
+        # checked too, for every integer field at once (_integers_as_written).
+        checks = [f"match({raw}, {_quote(_INTEGER)})"]
         if "const" in spec:
             checks.append(f"toInt64OrZero({raw}) = {int(spec['const'])}")
         if "minimum" in spec or "maximum" in spec:
@@ -133,6 +132,24 @@ def _fields() -> dict[str, dict[str, Any]]:
     return out
 
 
+def _integer_fields() -> list[str]:
+    """The fields that are integers for some kind."""
+    def is_integer(spec: dict[str, Any]) -> bool:
+        return spec.get("type") == "integer" or any(is_integer(s) for s in spec.get("anyOf", ()))
+    return [name for name, by_kind in _fields().items() if any(map(is_integer, by_kind.values()))]
+
+
+def _integers_as_written() -> str:
+    """No integer field is written with a fraction or an exponent (1.0, 1e0), which
+    ClickHouse's raw value would show as 1. One pass over the line for all of them: a line
+    with no backslash holds no quote inside a string, so ``"name"`` then ``:`` is that key,
+    and a JSON number with ``.``, ``e`` or ``E`` after its digits is not an integer. Every
+    whitespace JSON allows is matched, or a float could pass."""
+    space = r"[ \t\r\n]*"
+    pattern = f'"({"|".join(_integer_fields())})"{space}:{space}-?[0-9]+[.eE]'
+    return f"NOT match(line, {_quote(pattern)})"
+
+
 def _kind_masks() -> tuple[list[str], list[int], list[int]]:
     """The kinds, and for each the bits of the fields it must not have and must have (a
     field's bit is its place in _fields())."""
@@ -160,6 +177,8 @@ def field_checks() -> str:
         else:  # e.g. a warrant's outcome is one of a list, a stop and search's is free text
             rule = "multiIf(" + ", ".join(f"kind = {_quote(k)}, {r}" for k, r in rules.items()) + ", false)"
         checks.append(f"({_raw(name)} = '' OR ({rule}))")
+    if _integer_fields():
+        checks.append(_integers_as_written())
     if any("_whole_pence" in m.__pydantic_decorators__.field_validators for m in _MODELS):
         checks.append("abs(cash * 100 - round(cash * 100)) <= 1e-6")  # Seizure._whole_pence
     return " AND ".join(checks)

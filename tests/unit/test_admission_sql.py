@@ -68,6 +68,15 @@ CORPUS: list[bytes] = [
                                     -1, -1e300, 1e300)),
     line(cash_gbp=1e300), line(cash_gbp=-1e300), line(lat=-1e300),
     line().replace(b"}", b',"weapons_count":1000000000000000000000000000000}'),
+    # An integer as written: with a fraction or an exponent Python refuses it, and ClickHouse's
+    # raw value shows it as an integer; between the tokens, any whitespace JSON allows.
+    *(line().replace(b"}", b',"weapons_count"' + value + b"}")
+      for value in (b":2.0", b":2e0", b": 2E+0", b"\t:\t2.5", b"\r:2e-0", b" : 2", b":\t2", b":-0", b":0")),
+    *(line(kind=kind).replace(b"}", b',"' + name + b'"' + value + b"}")
+      for kind, name in (("risk_order", b"people"), ("line_closure", b"lines"),
+                         ("court_outcome", b"sentence_months"))
+      for value in (b":2.0", b":\t3E1", b":4")),
+    *(line().replace(b"{", b'{"v"' + value + b",") for value in (b" :\t1.0", b":1e0", b"\t: 1")),
     line(drug_class="A"), line(drug_class="D"), line(drug_class=None), line(weapon_type="knife"),
     line(operation="op"), line(operation=""), line(operation=None), line(name="x"),
     line(dateOfBirth="x"), line(extra=1), line(time_precision="month"), line(time_precision="week"),
