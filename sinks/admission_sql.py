@@ -132,21 +132,19 @@ def _fields() -> dict[str, dict[str, Any]]:
     return out
 
 
-def _integer_fields() -> list[str]:
-    """The fields that are integers for some kind."""
+def _integers_as_written(fields: dict[str, dict[str, Any]]) -> str | None:
+    """No integer field (of any kind, among ``fields``) is written with a fraction or an
+    exponent (1.0, 1e0), which ClickHouse's raw value would show as 1. One pass over the line
+    for all of them: a line with no backslash holds no quote inside a string, so ``"name"``
+    then ``:`` is that key, and a JSON number with ``.``, ``e`` or ``E`` after its digits is
+    not an integer. Every whitespace JSON allows is matched, or a float could pass."""
     def is_integer(spec: dict[str, Any]) -> bool:
         return spec.get("type") == "integer" or any(is_integer(s) for s in spec.get("anyOf", ()))
-    return [name for name, by_kind in _fields().items() if any(map(is_integer, by_kind.values()))]
-
-
-def _integers_as_written() -> str:
-    """No integer field is written with a fraction or an exponent (1.0, 1e0), which
-    ClickHouse's raw value would show as 1. One pass over the line for all of them: a line
-    with no backslash holds no quote inside a string, so ``"name"`` then ``:`` is that key,
-    and a JSON number with ``.``, ``e`` or ``E`` after its digits is not an integer. Every
-    whitespace JSON allows is matched, or a float could pass."""
+    names = [name for name, by_kind in fields.items() if any(map(is_integer, by_kind.values()))]
+    if not names:
+        return None
     space = r"[ \t\r\n]*"
-    pattern = f'"({"|".join(_integer_fields())})"{space}:{space}-?[0-9]+[.eE]'
+    pattern = f'"({"|".join(names)})"{space}:{space}-?[0-9]+[.eE]'
     return f"NOT match(line, {_quote(pattern)})"
 
 
@@ -168,7 +166,8 @@ def _kind_masks() -> tuple[list[str], list[int], list[int]]:
 def field_checks() -> str:
     """Every present field passes its kind's rule (the kind's shape is checked by masks)."""
     checks = []
-    for name, by_kind in _fields().items():
+    fields = _fields()
+    for name, by_kind in fields.items():
         if name == "kind":
             continue  # known kinds only: the masks
         rules = {kind: _rule(name, spec) for kind, spec in by_kind.items()}
@@ -177,8 +176,8 @@ def field_checks() -> str:
         else:  # e.g. a warrant's outcome is one of a list, a stop and search's is free text
             rule = "multiIf(" + ", ".join(f"kind = {_quote(k)}, {r}" for k, r in rules.items()) + ", false)"
         checks.append(f"({_raw(name)} = '' OR ({rule}))")
-    if _integer_fields():
-        checks.append(_integers_as_written())
+    if integers := _integers_as_written(fields):
+        checks.append(integers)
     if any("_whole_pence" in m.__pydantic_decorators__.field_validators for m in _MODELS):
         checks.append("abs(cash * 100 - round(cash * 100)) <= 1e-6")  # Seizure._whole_pence
     return " AND ".join(checks)
