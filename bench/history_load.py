@@ -97,6 +97,11 @@ def rollups_from_events(where: str = "1") -> str:
 # would still be one row to every reader: they read rollups with FINAL.
 BUILD_SETTINGS = {"optimize_on_insert": 0}
 
+
+def build_rollups(store: Store, where: str = "1") -> None:
+    """Write every rollup key's state from the raw events matching ``where``."""
+    store.command(rollups_from_events(where).format(db=store.database), settings=BUILD_SETTINGS)
+
 LAND_EVERY = 40  # records (of 500 events) a landing insert takes: the worker's 20,000-event fold
 
 
@@ -264,7 +269,7 @@ def loader(bootstrap: str, topic: str, partitions: int, expected: int, data_dir:
     load = _load_sql if admission == "sql" else _load
     asyncio.run(load(bootstrap, topic, partitions, expected, store))
     loaded_at = time.time()
-    store.command(rollups_from_events().format(db=store.database), settings=BUILD_SETTINGS)
+    build_rollups(store)
     built_at = time.time()
     cpu = time.process_time() - cpu
     rows = store.query("SELECT kind, sum(count) AS n FROM {db}.rollups FINAL "

@@ -9,14 +9,7 @@ from datetime import UTC, date, datetime
 import orjson
 
 from bench.budget import bulk, product_fold
-from bench.history_load import (
-    BUILD_SETTINGS,
-    _rowbinary,
-    accepted_lines,
-    check_chunk,
-    rollups_from_events,
-    sql_schema,
-)
+from bench.history_load import _rowbinary, accepted_lines, build_rollups, check_chunk, sql_schema
 from bench.pipeline import event_lines
 from hotspots.contract import MEASURES
 from hotspots.settings import WorkerSettings
@@ -41,8 +34,7 @@ def test_rollups_built_from_the_raw_events_are_the_worker_s(store) -> None:
             store.insert_raw(EVENTS.table, EVENTS.column, b"\n".join(lines), EVENTS.fmt)
             if offset == 3:  # a record read twice, as after a crash
                 store.insert_raw(EVENTS.table, EVENTS.column, b"\n".join(lines), EVENTS.fmt)
-        store.command(rollups_from_events("startsWith(event_id, 'histunit-')").format(db=store.database),
-                      settings=BUILD_SETTINGS)
+        build_rollups(store, "startsWith(event_id, 'histunit-')")
     finally:
         store.command(f"SYSTEM START MERGES {store.database}.events")
     rows = store.query(f"""SELECT period, res, cell, period_start, kind, seq, {", ".join(MEASURES)}
