@@ -42,6 +42,15 @@ def start_of(day: date, period: str) -> date:
     raise ValueError(f"unknown period {period!r}; expected one of {PERIODS}")
 
 
+def first_starts(cutover: date) -> dict[str, date]:
+    """For each period kind, the first period that starts on or after ``cutover``: the live
+    worker folds the periods from there on, and ``hotspots backfill`` builds those before
+    from the raw events. Per kind, so that no week or month has two writers."""
+    week = cutover + timedelta(days=(7 - cutover.weekday()) % 7)
+    month = cutover if cutover.day == 1 else (cutover.replace(day=28) + timedelta(days=4)).replace(day=1)
+    return {"day": cutover, "week": week, "month": month}
+
+
 def period_start(at: datetime, period: str) -> date:
     return start_of(local_date(at), period)
 

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -46,6 +46,11 @@ class _Common(BaseSettings):
         None, description="District outlines (GeoJSON/GeoPackage, a `name` property per polygon) "
                           "for district rollups (when none is given explicitly) and district spike "
                           "alerts. Unset: none.")
+    cutover: date | None = Field(
+        None, description="London date that splits the rollups between two writers: the live worker "
+                          "folds each period that starts on or after it (the first week and month "
+                          "from then on), and `hotspots backfill` builds the periods before it from "
+                          "the raw events. Unset: the worker folds every period, and backfill refuses.")
     # Kafka client security, for every client of every stage (hotspots/kafka_security.py).
     security_protocol: SecurityProtocol = Field(
         "PLAINTEXT", description="Kafka security protocol: PLAINTEXT, SASL_PLAINTEXT, SSL or SASL_SSL.")

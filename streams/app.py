@@ -41,7 +41,7 @@ from hotspots.metrics import BATCH_SIZE, EVENTS_IN, EVENTS_OUT, INVALID, UNKNOWN
 from hotspots.settings import WorkerSettings
 from streams.faust_app import new_app
 from streams.progress import SourceProgress
-from streams.rollup import INDEX_BITS, MAX_PER_RECORD, RollupFold, position
+from streams.rollup import INDEX_BITS, MAX_PER_RECORD, RollupFold, live_from, position
 
 log = logging.getLogger(__name__)
 ENVELOPE_BYTES = 256 * 1024
@@ -94,6 +94,9 @@ def build_app(settings: WorkerSettings) -> faust.App:
                               settings.events_topic, settings)
 
     admission = settings.admission()
+    # With a cutover, periods before it are `hotspots backfill`'s: their events are still
+    # accepted (the raw table, which the backfill's build reads) but not folded.
+    since = live_from(settings.cutover)
     homes: dict[int, int] = {}  # res-6 cell -> the partition that owns it
 
     sent: list[Any] = []  # this batch's writes, awaited before its events are acked
@@ -138,7 +141,7 @@ def build_app(settings: WorkerSettings) -> faust.App:
         """
         # Groups are updated in place: a fold's writes are all acknowledged (so already
         # serialized) before the next fold, and a failed one ends the process.
-        folding = RollupFold(rollups.data)
+        folding = RollupFold(rollups.data, since)
         new_seen: dict[int, dict[str, list[Any]]] = {}
         rows: dict[int, list[bytes]] = {}  # by source partition
         # Metrics: counted locally, added to the registry once per label per batch.

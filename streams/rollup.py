@@ -18,7 +18,7 @@ from typing import Any
 from hotspots import accepted as accepted_topic
 from hotspots.contract import MEASURES, Event, measures_of
 from hotspots.geo import PARTITION_RES, RESOLUTIONS, cells_of
-from hotspots.periods import local_date, month_start, week_start
+from hotspots.periods import first_starts, local_date, month_start, week_start
 
 # Weekly and monthly rollups at every resolution; daily ones at the coarsest only, so
 # that date-range summaries are exact without multiplying the number of keys.
@@ -104,14 +104,26 @@ def _cell_parts(cells: dict[int, int]) -> tuple[tuple[str, ...], str, str]:
     return parts
 
 
-def rollup_groups(event: Event, cells: dict[int, int],
-                  day: date | None = None) -> list[tuple[str, list[str]]]:
+def live_from(cutover: date | None) -> tuple[str, str, str] | None:
+    """The first (month, week, day) start the worker folds, as ISO dates, for
+    :func:`rollup_groups`; None when it folds every period (no cutover)."""
+    if cutover is None:
+        return None
+    starts = first_starts(cutover)
+    return starts["month"].isoformat(), starts["week"].isoformat(), starts["day"].isoformat()
+
+
+def rollup_groups(event: Event, cells: dict[int, int], day: date | None = None,
+                  since: tuple[str, str, str] | None = None) -> list[tuple[str, list[str]]]:
     """The groups an event feeds, each with the keys it feeds there (rollup_keys, grouped).
 
-    ``day`` is the event's London date when the caller has it already. The worker's hot
-    path: no key objects.
+    ``day`` is the event's London date when the caller has it already. ``since``
+    (:func:`live_from`) leaves out the keys of periods that start before the cutover: the
+    history build writes those. The worker's hot path: no key objects.
     """
     month, week, day_text = day_labels(day or local_date(event.occurred_at))
+    if since is not None:
+        return _since(rollup_groups(event, cells, day), since, f"{month}-01", week, day_text)
     kind = event.kind
     by_res, daily_part, home = _cell_parts(cells)
     tail = f"{month}-01|{kind}"
@@ -124,6 +136,17 @@ def rollup_groups(event: Event, cells: dict[int, int],
     if week[:7] == month:
         return [(f"{home}|{month}", [*names, *weekly, daily])]
     return [(f"{home}|{month}", [*names, daily]), (f"{home}|{week[:7]}", weekly)]
+
+
+def _since(groups: list[tuple[str, list[str]]], since: tuple[str, str, str],
+           month: str, week: str, day: str) -> list[tuple[str, list[str]]]:
+    """``groups`` without the keys of periods that start before their kind's cutover (ISO
+    dates compare as text), and without the groups left empty."""
+    live = {"month": month >= since[0], "week": week >= since[1], "day": day >= since[2]}
+    if all(live.values()):
+        return groups
+    kept = [(group, [n for n in names if live[n[:n.index("|")]]]) for group, names in groups]
+    return [(group, names) for group, names in kept if names]
 
 
 def rollup_names(event: Event, cells: dict[int, int]) -> list[str]:
@@ -190,10 +213,12 @@ class RollupFold:
     place and added to when a group is new.
     """
 
-    __slots__ = ("changed", "groups", "to_send", "work")
+    __slots__ = ("changed", "groups", "since", "to_send", "work")
 
-    def __init__(self, groups: MutableMapping[str, dict[str, Any]]) -> None:
+    def __init__(self, groups: MutableMapping[str, dict[str, Any]],
+                 since: tuple[str, str, str] | None = None) -> None:
         self.groups = groups
+        self.since = since  # live_from(the cutover): periods before it are the history build's
         self.work: dict[str, tuple[int, dict[str, Any]]] = {}
         self.changed: set[str] = set()  # groups this fold changed: their changelog records
         self.to_send: dict[str, set[str]] = {}  # group -> keys whose states are sent
@@ -205,7 +230,7 @@ class RollupFold:
         day = local_date(event.occurred_at)
         part = str(partition)
         work = self.work
-        for group_key, names in rollup_groups(event, cells, day):
+        for group_key, names in rollup_groups(event, cells, day, self.since):
             entry = work.get(group_key)
             if entry is None:
                 group = self.groups.get(group_key)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -81,9 +81,9 @@ class _Delivered(asyncio.Future):
 Scenario = Callable[[Any], Awaitable[None]]
 
 
-def run(tmp_path, partitions: int, scenario: Scenario) -> faust.App:
+def run(tmp_path, partitions: int, scenario: Scenario, **options: Any) -> faust.App:
     """Build the worker app and run ``scenario(agent_ctx)`` inside the agent's test context."""
-    settings = WorkerSettings(data_dir=tmp_path, partitions=partitions, fold_within=0.3)
+    settings = WorkerSettings(data_dir=tmp_path, partitions=partitions, fold_within=0.3, **options)
     app = build_app(settings)
 
     async def main() -> None:
@@ -167,6 +167,22 @@ def test_valid_events_are_rolled_up_and_invalid_refused(tmp_path, sent):
     rows = published(sent)
     assert len(rows) == 2 * 7 and {p for _, p in rows} == {0}
     assert {r[0]: r[1:] for r, _ in rows} == rollups
+
+
+def test_with_a_cutover_the_periods_before_it_are_accepted_but_not_folded(tmp_path, sent):
+    async def scenario(agent):
+        await put(agent, ARREST)  # Saturday 1 July 2023: its week began on 26 June
+        await put(agent, SEIZURE)  # Sunday 2 July
+
+    # From 1 July: July and its days are live; the week of 26 June is the backfill's (the
+    # first live week starts on Monday 3 July).
+    app = run(tmp_path, 1, scenario, cutover=date(2023, 7, 1))
+    assert sorted(k.split("|")[0] + "|" + k.split("|")[3] for k in states(app)) == [
+        "day|2023-07-01", "day|2023-07-02", *["month|2023-07-01"] * 6]
+    assert {r[0] for r, _ in published(sent)} == set(states(app))
+    # Both are still accepted: the raw table holds them for the backfill's build.
+    assert accepted_ids(sent) == ["a-1", "s-1"]
+    assert sent.dead() == []
 
 
 def test_resent_event_is_counted_once(tmp_path, sent):

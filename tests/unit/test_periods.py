@@ -5,13 +5,17 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hotspots.periods import (
     LONDON,
+    first_starts,
     iso_week_label,
     local_date,
     parse_iso_week,
     period_start,
+    start_of,
     week_start,
 )
 
@@ -113,3 +117,21 @@ def test_period_start():
     assert period_start(utc(2023, 7, 31, 23, 30), "month") == date(2023, 8, 1)
     with pytest.raises(ValueError, match="unknown period"):
         period_start(at, "quarter")
+
+
+@pytest.mark.parametrize(("cutover", "week", "month"), [
+    (date(2026, 6, 1), date(2026, 6, 1), date(2026, 6, 1)),      # a Monday and a 1st
+    (date(2026, 6, 2), date(2026, 6, 8), date(2026, 7, 1)),
+    (date(2026, 12, 31), date(2027, 1, 4), date(2027, 1, 1)),    # across the year
+    (date(2024, 2, 29), date(2024, 3, 4), date(2024, 3, 1)),
+])
+def test_first_starts_are_the_first_periods_on_or_after_the_cutover(cutover, week, month):
+    assert first_starts(cutover) == {"day": cutover, "week": week, "month": month}
+
+
+@given(st.dates(min_value=date(1971, 1, 1), max_value=date(2100, 1, 1)))
+def test_first_starts_begin_their_period_and_none_is_skipped(cutover):
+    for period, first in first_starts(cutover).items():
+        assert start_of(first, period) == first and first >= cutover
+        # the period before it starts before the cutover: nothing between has no writer
+        assert start_of(first - timedelta(days=1), period) < cutover

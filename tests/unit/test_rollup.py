@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from hotspots import accepted
 from hotspots.contract import MEASURES, Arrest, Seizure, encode_event, measures_of
 from hotspots.geo import cells_of, to_str
+from hotspots.periods import first_starts
 from sinks.sink import EVENT_COLUMNS, ROLLUP_COLUMNS
 from streams.rollup import (
     DAILY_RES,
@@ -21,6 +22,8 @@ from streams.rollup import (
     empty_group,
     fold_group,
     group_rows,
+    live_from,
+    position,
     rollup_groups,
     rollup_keys,
     rollup_names,
@@ -271,3 +274,32 @@ def test_the_sinks_parse_of_an_envelope_gives_the_keys_rows() -> None:
         (k.period, k.res, k.kind, k.cell) for k in rollup_keys(SEIZURE)]
     assert [r[3] for r in parsed] == [k.start for k in rollup_keys(SEIZURE)]  # dates, not text
     assert all(r[-1] == 4 and r[5] == 4 and len(r) == len(ROLLUP_COLUMNS) for r in parsed)
+
+
+@given(st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1),  # noqa: DTZ001
+                    timezones=st.just(UTC)),
+       st.dates(min_value=date(2019, 12, 1), max_value=date(2030, 2, 1)),
+       st.sampled_from(["day", "month"]))
+@settings(max_examples=300, deadline=None)
+def test_a_cutover_leaves_out_exactly_the_keys_of_periods_before_it(at, cutover, precision):
+    event = ARREST.model_copy(update={"occurred_at": at, "time_precision": precision})
+    cells = cells_of(event.lat, event.lon)
+    firsts = first_starts(cutover)
+    kept = rollup_groups(event, cells, since=live_from(cutover))
+    assert sorted(n for _, names in kept for n in names) == sorted(
+        k.encode() for k in rollup_keys(event, cells) if k.start >= firsts[k.period])
+    assert all(names for _, names in kept)  # no group is left with nothing to fold
+    everything = dict(rollup_groups(event, cells))
+    assert all(set(names) <= set(everything[group]) for group, names in kept)
+
+
+def test_a_fold_with_a_cutover_folds_only_the_live_periods_and_still_writes_the_line():
+    cells = cells_of(ARREST.lat, ARREST.lon)  # Sunday 16 July 2023: week of the 10th
+    groups: dict = {}
+    fold = RollupFold(groups, live_from(date(2023, 7, 11)))
+    line = fold.add(ARREST, cells, 0, position(3), encode_event(ARREST))
+    assert line == RollupFold({}).add(ARREST, cells, 0, position(3), encode_event(ARREST))
+    (name_rows,) = fold.state_rows().values()
+    # The day is on or after the cutover; its week (10th) and month (1st) began before.
+    assert [row[0] for row in name_rows] == [f"day|6|{cells[6]}|2023-07-16|arrest"]
+    assert live_from(None) is None
