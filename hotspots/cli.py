@@ -162,15 +162,21 @@ def BULK(default: int) -> Any:
              "(20 ms), so live feeds use it too: the worker's cost is mostly per record.")
 
 
+HISTORY = click.option(
+    "--history", is_flag=True,
+    help="Send to the history topic, for `hotspots backfill` to load, instead of the live worker's.")
+
+
 def _publish(config: stack.StackConfig, items: Any, source: str, rate: float | None,
-             total: int | None = None, bulk: int = 0) -> tuple[int, int]:
+             total: int | None = None, bulk: int = 0, history: bool = False) -> tuple[int, int]:
     """Send events and dead letters; return (events acknowledged, records dead-lettered)."""
     from producers.publisher import EventPublisher, Pacer, PublishError, Rejected
 
     settings = ProducerSettings(bootstrap=config.bootstrap, topic_prefix=config.topic_prefix)
     pacer = Pacer(rate, total)
+    topic = settings.history_topic if history else None
     try:
-        with EventPublisher(settings, source=source, bulk=bulk) as publisher:
+        with EventPublisher(settings, source=source, bulk=bulk, topic=topic) as publisher:
             for item in items:
                 if isinstance(item, Rejected):
                     publisher.send_rejected(item)
@@ -191,7 +197,8 @@ def _publish(config: stack.StackConfig, items: Any, source: str, rate: float | N
 @click.argument("source", type=click.File("rb"))
 @click.option("--rate", type=float, default=None, help="Events per second (default: as fast as possible).")
 @BULK(default=100)
-def produce_jsonl(data_dir: Path | None, source: Any, rate: float | None, bulk: int) -> None:
+@HISTORY
+def produce_jsonl(data_dir: Path | None, source: Any, rate: float | None, bulk: int, history: bool) -> None:
     """Events as JSON lines in the contract's shape, from FILE or - (stdin)."""
     from hotspots.contract import InvalidEvent
     from producers.publisher import Rejected
@@ -212,7 +219,7 @@ def produce_jsonl(data_dir: Path | None, source: Any, rate: float | None, bulk: 
                 reasons[exc.reason] = reasons.get(exc.reason, 0) + 1
                 yield Rejected(line, exc.reason, exc.detail, f"jsonl:{name}:{number}")
 
-    sent, dead = _publish(config, items(), f"jsonl:{name}", rate, bulk=bulk)
+    sent, dead = _publish(config, items(), f"jsonl:{name}", rate, bulk=bulk, history=history)
     click.echo(render({"produced": sent, "dead_lettered": dead, **{f"rejected.{k}": v
                        for k, v in sorted(reasons.items())}}, "json"))
     if dead:
@@ -230,8 +237,9 @@ def replay() -> None:
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--rate", type=float, default=None, help="Events per second (default: as fast as possible).")
 @BULK(default=500)
+@HISTORY
 def replay_police_uk(data_dir: Path | None, files: tuple[Path, ...], rate: float | None,
-                     bulk: int) -> None:
+                     bulk: int, history: bool) -> None:
     """data.police.uk street and stop-and-search CSVs (plain or .csv.gz)."""
     from producers.policeuk import ReplayError, ReplayReport, read_file
 
@@ -244,7 +252,7 @@ def replay_police_uk(data_dir: Path | None, files: tuple[Path, ...], rate: float
             yield from read_file(path, report, admission)
 
     try:
-        sent, dead = _publish(config, items(), "police-uk", rate, bulk=bulk)
+        sent, dead = _publish(config, items(), "police-uk", rate, bulk=bulk, history=history)
     except ReplayError as exc:
         _fail(str(exc))
     click.echo(render({**report.as_dict(), "acknowledged": sent, "dead_lettered": dead}, "json"))
@@ -567,6 +575,46 @@ def ehsa_update(data_dir: Path | None, week: str, kind: str, res: int, weeks: in
 
     data = _ehsa_call(data_dir, "/v1/ehsa/update", week, kind, res, weeks, k, run, method="POST")
     click.echo(render(data, fmt))
+
+
+@main.command("backfill")
+@DATA_DIR
+@click.option("--build-only", is_flag=True,
+              help="Only build the rollups before the cutover again, from the raw events (after late "
+                   "events of those periods, which reconcile reports as drift).")
+@click.option("--check", type=click.Choice(["auto", "store", "python"]), default="auto", show_default=True,
+              help="Who checks the lines by the contract: the store (chDB; auto there), or Python "
+                   "(auto on a ClickHouse server, whose version may lack the store check's functions).")
+def backfill_cmd(data_dir: Path | None, build_only: bool, check: str) -> None:
+    """Load the history topic into the raw table, then build the rollups before HOTSPOTS_CUTOVER.
+
+    Reads the history topic (`produce jsonl --history`, `replay police-uk --history`) from
+    where its last run committed up to its present end; refused lines go to the dead letters
+    with their reason. With the stack up and the embedded store, the sink is paused meanwhile
+    (one process opens the store) and started again after: the live events wait in Kafka.
+    """
+    from sinks.backfill import BackfillError, backfill
+    from sinks.store import Store
+
+    config = _config(data_dir)
+    settings = SinkSettings(data_dir=Path(config.data_dir), bootstrap=config.bootstrap,
+                            topic_prefix=config.topic_prefix, partitions=config.partitions)
+    paused = settings.clickhouse_url is None and stack.stop_service(config, "sink")
+    if paused:
+        click.echo("sink: paused while the backfill holds the embedded store", err=True)
+    try:
+        store = Store(settings)
+        try:
+            report = backfill(store, settings, check, build_only,
+                              echo=lambda text: click.echo(text, err=True))
+        finally:
+            store.close()
+    except BackfillError as exc:
+        _fail(str(exc), code=2)
+    finally:
+        if paused:
+            stack.up(config, echo=lambda text: click.echo(text, err=True))
+    click.echo(render(report.as_dict(), "json"))
 
 
 @main.command("reconcile")

@@ -406,6 +406,11 @@ def dead_letter(raw: bytes, reason: str, detail: str, source: str) -> dict[str, 
             "raw": raw[:MAX_RECORD_BYTES * 4].decode("utf-8", "replace")}
 
 
+def where(origin: str, bulk: bool, index: int) -> str:
+    """A refused line's place for its dead letter: the record, and the line of a bulk one."""
+    return f"{origin}#{index}" if bulk else origin
+
+
 def json_schema() -> str:
     """The contract as JSON Schema (draft 2020-12), stable text for committing and diffing."""
     schema = _event_adapter.json_schema(mode="validation")

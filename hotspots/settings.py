@@ -115,6 +115,11 @@ class _Common(BaseSettings):
         return f"{self.topic_prefix}.events.v1"
 
     @property
+    def history_topic(self) -> str:
+        """History for `hotspots backfill`, which loads it into the store (not the worker's)."""
+        return f"{self.topic_prefix}.history.v1"
+
+    @property
     def accepted_topic(self) -> str:
         """Events the worker validated and accepted, with their cells: the raw table's feed."""
         return f"{self.topic_prefix}.accepted.v1"
@@ -220,6 +225,13 @@ class SinkSettings(_Common):
         None, description="ClickHouse server URL (http://user:pass@host:8123). Unset: embedded chDB.")
     database: str = Field("hotspots", description="ClickHouse database name.")
     sink_group: str = Field("hotspots-sink", description="Consumer group of the sink.")
+    backfill_group: str = Field("hotspots-backfill",
+                                description="Consumer group of `hotspots backfill` on the history topic.")
+    backfill_chunk: int = Field(500_000, ge=1,
+                                description="Lines the backfill checks in one statement, then commits: "
+                                            "planning a check takes about 0.35 s, so not too few.")
+    backfill_poll_records: int = Field(500, ge=1,
+                                       description="Records (mostly bulk ones) a backfill poll takes.")
     batch_max: int = Field(50_000, ge=1, description="Rows buffered before a flush (fewer, larger parts).")
     flush_interval: float = Field(0.5, gt=0, description="Seconds between flushes of a partial batch.")
     flush_quiet: float = Field(

@@ -31,6 +31,7 @@ def topic_specs(settings: _Common) -> list[NewTopic]:
         # Spike alerts: one partition keeps them in the order raised; few, and kept.
         NewTopic(settings.alerts_topic, 1, 1),
         NewTopic(settings.district_events_topic, n, 1),
+        NewTopic(settings.history_topic, n, 1),  # hotspots backfill's, read by nothing else
     ]
 
 

@@ -74,8 +74,9 @@ class EventPublisher:
     held longer), and on flush(). bulk=0 sends each event as its own record.
     """
 
-    def __init__(self, settings: ProducerSettings, source: str, bulk: int = 0) -> None:
-        self.topic = settings.events_topic
+    def __init__(self, settings: ProducerSettings, source: str, bulk: int = 0,
+                 topic: str | None = None) -> None:
+        self.topic = topic or settings.events_topic  # the history topic for `hotspots backfill`
         self.dlq_topic = settings.dlq_topic
         self.dead_lettered = 0
         self.source = source.encode()

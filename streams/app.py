@@ -34,6 +34,7 @@ from hotspots.contract import (
     InvalidEvent,
     content_digest,
     dead_letter,
+    where,
 )
 from hotspots.geo import PARTITION_RES, cells_of, partition_of, to_str
 from hotspots.heap import Heap
@@ -63,11 +64,6 @@ def seen_pieces(ids: dict[str, list[Any]]) -> Iterator[dict[str, list[Any]]]:
     items = list(ids.items())
     for i in range(0, len(items), SEEN_PER_RECORD):
         yield dict(items[i:i + SEEN_PER_RECORD])
-
-
-def where(origin: str, bulk: bool, index: int) -> str:
-    """A refused line's place for its dead letter: the record, and the line of a bulk one."""
-    return f"{origin}#{index}" if bulk else origin
 
 
 def build_app(settings: WorkerSettings) -> faust.App:

@@ -1,6 +1,7 @@
-"""bench/history_load.py's store-built rollups are the worker's, key by key, so its cost is
-the cost of the same answer (docs/bench.md, tenth pass); its admission in the store loads
-each event once and dead-letters the rest (eleventh pass)."""
+"""The backfill (sinks.backfill): its store-built rollups are the worker's, key by key, and
+keep to the periods before the cutover; its admission in the store loads each event once and
+dead-letters the rest. Against the real embedded engine; the broker's part is in
+tests/integration/test_backfill.py."""
 
 from __future__ import annotations
 
@@ -9,12 +10,18 @@ from datetime import UTC, date, datetime
 import orjson
 
 from bench.budget import bulk, product_fold
-from bench.history_load import _rowbinary, accepted_lines, build_rollups, check_chunk, sql_schema
 from bench.pipeline import event_lines
 from hotspots.contract import MEASURES
+from hotspots.periods import first_starts
 from hotspots.settings import WorkerSettings
+from sinks.backfill import _rowbinary, accepted_line, build_rollups, check_chunk, start_sql
 from sinks.landing import EVENTS
 from streams.rollup import RollupKey
+
+
+def accepted_lines(value: bytes, partition: int, offset: int, admission, now) -> list[bytes]:
+    return [accepted_line(admission.admit(raw, now), raw, partition, offset, index)
+            for index, raw in enumerate(value.split(b"\n"))]
 
 
 def test_rollups_built_from_the_raw_events_are_the_worker_s(store) -> None:
@@ -55,8 +62,7 @@ def _event(n: int, **changes: object) -> bytes:
 
 def test_the_store_s_admission_loads_each_event_once_and_dead_letters_the_rest(store) -> None:
     admission, now = WorkerSettings().admission(), datetime.now(UTC)
-    for statement in sql_schema(admission):
-        store.command(statement.replace("{db}", store.database))
+    start_sql(store, admission)
     bulk = b"\n".join([
         _event(0), _event(1, charged=True), b"  ",  # a blank line: skipped, as by the worker
         _event(2, lat="51.7"),  # refused: a string is not a latitude
@@ -68,7 +74,7 @@ def test_the_store_s_admission_loads_each_event_once_and_dead_letters_the_rest(s
     records = [_rowbinary(0, 7, True, bulk), _rowbinary(1, 3, False, single),
                _rowbinary(1, 4, False, b"[]")]
     for _ in range(2):  # checked, then landed and checked again, as after a crash
-        store.insert_raw("load_records", ("partition", "offset", "bulk", "value"), b"".join(records),
+        store.insert_raw("backfill_records", ("partition", "offset", "bulk", "value"), b"".join(records),
                          "RowBinary")
         assert check_chunk(store, admission, "t.events.v1", now) == 3
     rows = store.query("SELECT event_id, charged, force FROM {db}.events FINAL "
@@ -81,4 +87,25 @@ def test_the_store_s_admission_loads_each_event_once_and_dead_letters_the_rest(s
     assert [(r["reason"], r["source"]) for r in letters] == [
         ("bad_coordinates", "t.events.v1[0]@7#3"), ("not_json", "t.events.v1[0]@7#6"),
         ("not_object", "t.events.v1[1]@4")]
-    assert store.query("SELECT count() AS n FROM {db}.load_records")[0]["n"] == 0  # emptied
+    assert store.query("SELECT count() AS n FROM {db}.backfill_records")[0]["n"] == 0  # emptied
+
+
+def test_the_build_keeps_to_the_periods_before_each_kinds_cutover(store) -> None:
+    # A year no other test writes. Cutover Wednesday 8 June 1977: the build has the days
+    # before it, the weeks before Monday 13 June, the months before 1 July.
+    days = [(5, 30), (6, 2), (6, 3), (6, 7), (6, 8), (6, 12), (6, 14), (7, 2)]
+    lines = [orjson.dumps({"kind": "arrest", "event_id": f"histcut-{month}-{day}", "force": "essex",
+                           "occurred_at": f"1977-{month:02d}-{day:02d}T12:00:00Z",
+                           "lat": 51.73, "lon": 0.47})
+             for month, day in days]
+    admission, now = WorkerSettings().admission(), datetime.now(UTC)
+    store.insert_raw(EVENTS.table, EVENTS.column,
+                     b"\n".join(accepted_lines(b"\n".join(lines), 0, 0, admission, now)), EVENTS.fmt)
+    build_rollups(store, "startsWith(event_id, 'histcut-')", first_starts(date(1977, 6, 8)))
+    rows = store.query("SELECT period, toString(period_start) AS start, seq FROM {db}.rollups FINAL "
+                       "WHERE toYear(period_start) = 1977 AND res = 6 ORDER BY period, period_start")
+    assert [(r["period"], r["start"], r["seq"]) for r in rows] == [
+        ("day", "1977-05-30", 1), ("day", "1977-06-02", 1), ("day", "1977-06-03", 1),
+        ("day", "1977-06-07", 1),
+        ("month", "1977-05-01", 1), ("month", "1977-06-01", 6),
+        ("week", "1977-05-30", 3), ("week", "1977-06-06", 3)]

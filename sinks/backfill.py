@@ -1,0 +1,364 @@
+"""`hotspots backfill`: history from its own topic into the raw table, then the rollups of
+the periods before the cutover, built by the store from that table.
+
+Why a path of its own (docs/bench.md, tenth to twelfth passes): the worker keeps every
+rollup key's state in Python and writes it to Kafka twice, and a replay of years touches
+each key about once, so that state costs as much as the events. Here the store does the
+work in bulk:
+
+* the history topic's records land as they came in a buffer table, and the store checks
+  their lines a chunk at a time by the contract (``sinks.admission_sql`` on chDB; on a
+  ClickHouse server, whose version may lack its functions, the Python admission). The
+  lines it is not sure of go to the Python admission, which accepts or refuses them with
+  the worker's reasons. Accepted lines become rows of ``events``, refused ones rows of
+  ``dead_letters``;
+* once the topic is read to the end it had when the backfill began, every rollup key whose
+  period starts before its kind's first start from the cutover (``HOTSPOTS_CUTOVER``,
+  :func:`hotspots.periods.first_starts`) is written from ``events FINAL``, with its full
+  state. The live worker folds the periods from the cutover on, so each key has one writer.
+
+Exactly once, across crashes: the group's offsets are committed only after a chunk's lines
+are in ``events`` and ``dead_letters``. A crash before that reads the chunk again, and both
+tables keep one row per event (ReplacingMergeTree on the event's key, read with FINAL) and
+per (reason, source). The build reads ``events FINAL``, where the sink's live events land
+too, and writes whole states: running it again changes nothing, and it counts a late live
+event of a period before the cutover once it runs again (``--build-only``); until then
+``reconcile`` reports that key as drifted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from hotspots import accepted as accepted_topic
+from hotspots.contract import BULK_CONTENT_TYPE, MEASURES, Event, InvalidEvent, dead_letter, where
+from hotspots.geo import cells_of
+from hotspots.kafka_security import connect_failure, kafka_kwargs
+from hotspots.periods import first_starts
+from hotspots.settings import SinkSettings
+from sinks import admission_sql
+from sinks.landing import EVENTS
+from sinks.reconcile import key_rules
+from sinks.store import Store, rowbinary_string
+from streams.rollup import MAX_PER_RECORD, accepted_row, position
+
+log = logging.getLogger(__name__)
+BULK = BULK_CONTENT_TYPE.encode()
+
+
+class BackfillError(RuntimeError):
+    """The backfill cannot start: what is missing, and what to do."""
+
+
+# ------------------------------------------------------------------ the rollups' build
+
+_SUMS = ", ".join(f"sum({m})" for m in MEASURES)
+
+
+def rollups_from_events(where: str = "1", before: dict[str, date] | None = None) -> str:
+    """The statement that writes rollup keys' full states from the raw events (those
+    matching ``where``), as the worker's fold would leave them: the measures' sums, and
+    seq = the number of events (the worker's first state slot). ``before`` keeps to the
+    keys whose period starts before that kind's date. ``{db}`` is left to fill in.
+
+    One GROUP BY per (period, resolution), by the rules reconcile checks: a third less CPU
+    than one GROUP BY over every event's keys array-joined (eleventh pass), the same rows."""
+    parts = []
+    for period, res, start, needs_day in key_rules():
+        conditions = [f"({where})"]
+        if needs_day:
+            conditions.append("time_precision != 'month'")
+        if before is not None:
+            conditions.append(f"{start} < toDate('{before[period].isoformat()}')")
+        parts.append(f"""SELECT '{period}', {res}, kind, {start} AS start, cell{res}, {_SUMS}, count()
+                 FROM {{db}}.events FINAL
+                 WHERE {" AND ".join(conditions)}
+                 GROUP BY kind, start, cell{res}""")
+    return (f"INSERT INTO {{db}}.rollups (period, res, kind, period_start, cell, "
+            f"{', '.join(MEASURES)}, seq)\n" + "\nUNION ALL\n".join(parts))
+
+
+# The build's rows have distinct keys (one GROUP BY per (period, resolution)), so the
+# replacing merge that an insert runs on its own block finds nothing to replace; skipping it
+# halves the build's CPU (9.6 against 4.2 µs an event, twelfth pass). A key written twice
+# would still be one row to every reader: they read rollups with FINAL.
+BUILD_SETTINGS = {"optimize_on_insert": 0}
+
+
+def build_rollups(store: Store, where: str = "1", before: dict[str, date] | None = None) -> None:
+    """Write the states of the rollup keys of the raw events matching ``where`` (and, with
+    ``before``, of the periods before those dates only)."""
+    store.command(rollups_from_events(where, before).format(db=store.database), settings=BUILD_SETTINGS)
+
+
+# ------------------------------------------------------------------ checking the lines
+
+def accepted_line(event: Event, raw: bytes, partition: int, offset: int, index: int) -> bytes:
+    """The worker's accepted line of an event, with its place (partition, position)."""
+    place = (partition, position(offset, index))
+    return accepted_topic.line(accepted_row(event, cells_of(event.lat, event.lon), place), raw)
+
+
+# Run the two views of one check side by side. The buffer is a Memory table: each landing
+# insert is a block of its own, which the check reads on both threads, and nothing is
+# compressed or merged for rows that live one chunk (a MergeTree buffer cost 1.3 µs an event
+# more, twelfth pass). Kafka is the durable copy until the chunk's offsets are committed.
+CHECK_SETTINGS = {**admission_sql.CELL_SETTINGS, "parallel_view_processing": 1}
+_EVENT_COLUMNS = (*accepted_topic.FIELDS[:-1], "payload")  # all but src, the source position
+BUFFERS = ("backfill_records", "backfill_unsure")
+
+
+def sql_schema(admission: Any) -> list[str]:
+    """The backfill's tables, ``{db}`` left to fill in (with str.replace: the checks hold braces)."""
+    checked = admission_sql.accepted_select(
+        admission, "SELECT 0 AS partition, 0 AS offset, 0 AS bulk, 0 AS line_index, '' AS line",
+        passing="toUInt32(partition) AS partition, toUInt64(offset) AS offset, "
+                "toUInt8(bulk) AS bulk, toUInt32(line_index) AS line_index")
+    return [
+        """CREATE TABLE IF NOT EXISTS {db}.backfill_records (partition UInt32, offset UInt64,
+             bulk UInt8, value String) ENGINE = Memory""",
+        """CREATE TABLE IF NOT EXISTS {db}.backfill_unsure (partition UInt32, offset UInt64, bulk UInt8,
+             line_index UInt32, line String) ENGINE = MergeTree ORDER BY (partition, offset, line_index)""",
+        # One check per line, two destinations: a Null table and a view for each. The
+        # checks change with the contract: built again on every start (see start_sql).
+        f"CREATE TABLE {{db}}.backfill_checked ENGINE = Null EMPTY AS {checked}",
+        f"""CREATE MATERIALIZED VIEW {{db}}.backfill_sure TO {{db}}.events AS
+            SELECT {", ".join(_EVENT_COLUMNS)} FROM {{db}}.backfill_checked WHERE sure""",
+        """CREATE MATERIALIZED VIEW {db}.backfill_not_sure TO {db}.backfill_unsure AS
+           SELECT partition, offset, bulk, line_index, payload AS line
+           FROM {db}.backfill_checked WHERE NOT sure""",
+    ]
+
+
+def start_sql(store: Store, admission: Any) -> None:
+    """The backfill's tables, the checks made afresh, the buffers empty (a crashed run's
+    rows there were never committed: Kafka gives them again)."""
+    db = store.database
+    for name in ("backfill_sure", "backfill_not_sure", "backfill_checked"):
+        store.command(f"DROP TABLE IF EXISTS {db}.{name}")
+    for statement in sql_schema(admission):
+        store.command(statement.replace("{db}", db))
+    for name in BUFFERS:
+        store.command(f"TRUNCATE TABLE {db}.{name}")
+
+
+def check_chunk(store: Store, admission: Any, topic: str, now: datetime) -> int:
+    """Check the lines of every landed record, decide the unsure ones in Python, and empty
+    the buffer. Returns the number of lines dead-lettered."""
+    db = store.database
+    # A bulk record's blank lines are skipped, as the worker skips them.
+    source = f"""SELECT partition, offset, bulk, toUInt32(i - 1) AS line_index, line FROM (
+                   SELECT partition, offset, bulk,
+                          if(bulk = 1, splitByChar('\\n', value), [value]) AS lines
+                   FROM {db}.backfill_records)
+                 ARRAY JOIN lines AS line, arrayEnumerate(lines) AS i
+                 WHERE NOT (bulk = 1 AND match(line, '^[ \\t\\r\\x0b\\x0c]*$'))"""
+    checked = admission_sql.accepted_select(admission, source,
+                                            passing="partition, offset, bulk, line_index")
+    store.command(f"INSERT INTO {db}.backfill_checked {checked}", settings=CHECK_SETTINGS)
+    lines: list[bytes] = []
+    letters: list[dict[str, Any]] = []
+    # In hex: the bytes as they came, even those that are not UTF-8.
+    for row in store.query("SELECT partition, offset, bulk, line_index, hex(line) AS line "
+                           "FROM {db}.backfill_unsure"):
+        raw = bytes.fromhex(row["line"])
+        line, letter = _admit(admission, raw, topic, row["partition"], row["offset"],
+                              bool(row["bulk"]), row["line_index"], now)
+        if line is not None:
+            lines.append(line)
+        if letter is not None:
+            letters.append(letter)
+    _write(store, lines, letters)
+    for name in BUFFERS:
+        store.command(f"TRUNCATE TABLE {db}.{name}")
+    return len(letters)
+
+
+def _admit(admission: Any, raw: bytes, topic: str, partition: int, offset: int, bulk: bool,
+           index: int, now: datetime) -> tuple[bytes | None, dict[str, Any] | None]:
+    """One line by the Python admission: (its accepted line, None) or (None, its dead letter)."""
+    try:
+        event = admission.admit(raw, now)
+    except InvalidEvent as exc:
+        origin = where(f"{topic}[{partition}]@{offset}", bulk, index)
+        return None, dead_letter(raw, exc.reason, exc.detail, origin)
+    return accepted_line(event, raw, partition, offset, index), None
+
+
+def _write(store: Store, lines: list[bytes], letters: list[dict[str, Any]]) -> None:
+    if lines:
+        store.insert_raw(EVENTS.table, EVENTS.column, b"\n".join(lines), EVENTS.fmt)
+    if letters:
+        store.insert("dead_letters", [list(letter.values()) for letter in letters], list(letters[0]))
+
+
+def _rowbinary(partition: int, offset: int, bulk: bool, value: bytes) -> bytes:
+    """One backfill_records row in RowBinary: the record's bytes need no escaping."""
+    return b"".join((partition.to_bytes(4, "little"), offset.to_bytes(8, "little"),
+                     b"\x01" if bulk else b"\x00", rowbinary_string(value)))
+
+
+# ------------------------------------------------------------------ the backfill
+
+
+@dataclass
+class Report:
+    records: int = 0
+    lines: int = 0  # read (the store's check counts a bulk record's blank lines too)
+    dead_lettered: int = 0
+    chunks: int = 0  # each ended by an offset commit
+    load_seconds: float = 0.0
+    build_seconds: float = 0.0
+    check: str = ""  # "store" (admission_sql) or "python"
+    cutover: str = ""
+    built_before: dict[str, str] | None = None  # each period kind: keys starting before this
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Chunk:
+    """The records read since the last commit: what each check needs, and where each
+    partition resumes once they are in the store."""
+
+    def __init__(self) -> None:
+        # Written to the store after each poll, committed only at the end of the chunk:
+        self.body: list[bytes] = []  # backfill_records rows (the store's check)
+        self.lines: list[bytes] = []  # accepted lines (the Python check)
+        self.letters: list[dict[str, Any]] = []
+        self.dead = 0  # lines (or records) dead-lettered
+        self.size = 0  # lines
+        self.next: dict[TopicPartition, int] = {}
+
+
+def backfill(store: Store, settings: SinkSettings, check: str = "auto", build_only: bool = False,
+             echo: Callable[[str], object] = log.info, lines: int | None = None) -> Report:
+    """Load the history topic to the end it has now, then build the rollups before the cutover.
+
+    ``lines``: load until that many lines are in instead, wherever the topic's end was at the
+    start (bench.history_load's producer is still writing)."""
+    if settings.cutover is None:
+        raise BackfillError(
+            "HOTSPOTS_CUTOVER is not set: without it the live worker folds every period, and a "
+            "build would give those keys two writers. Set it (a London date, YYYY-MM-DD) for the "
+            "whole stack: the worker folds from it on, the backfill builds what came before.")
+    if check == "auto":
+        check = "store" if store.embedded else "python"
+    before = first_starts(settings.cutover)
+    report = Report(check=check, cutover=settings.cutover.isoformat(),
+                    built_before={k: v.isoformat() for k, v in before.items()})
+    started = time.monotonic()
+    if not build_only:
+        _load(store, settings, check, report, echo, lines)
+    report.load_seconds = time.monotonic() - started
+    started = time.monotonic()
+    build_rollups(store, before=before)
+    report.build_seconds = time.monotonic() - started
+    echo(f"built the rollups of the periods before {before['day']} (days), {before['week']} "
+         f"(weeks), {before['month']} (months) in {report.build_seconds:.1f} s")
+    return report
+
+
+def _consumer(settings: SinkSettings) -> KafkaConsumer:
+    try:
+        return KafkaConsumer(**kafka_kwargs(settings), group_id=settings.backfill_group,
+                             enable_auto_commit=False, auto_offset_reset="earliest",
+                             max_poll_records=settings.backfill_poll_records)
+    except KafkaError as exc:
+        raise BackfillError(connect_failure(settings, exc)) from None
+
+
+def _load(store: Store, settings: SinkSettings, check: str, report: Report,
+          echo: Callable[[str], object], lines: int | None) -> None:
+    topic = settings.history_topic
+    admission = settings.admission()
+    if check == "store":
+        start_sql(store, admission)
+    consumer = _consumer(settings)
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            raise BackfillError(f"no topic {topic} on {settings.bootstrap}: produce the history "
+                                "there first (`hotspots produce jsonl --history`, "
+                                "`hotspots replay police-uk --history`)")
+        parts = [TopicPartition(topic, p) for p in sorted(partitions)]
+        # One loader reads every partition (no group rebalancing); the group keeps its place.
+        consumer.assign(parts)
+        end = consumer.end_offsets(parts)
+        todo = {tp: end[tp] - consumer.position(tp) for tp in parts}
+        echo(f"{topic}: {sum(todo.values())} records to load up to offsets "
+             f"{ {tp.partition: end[tp] for tp in parts} }")
+        chunk = Chunk()
+        now = datetime.now(UTC)  # the future_timestamp check's clock, as in a worker fold
+
+        def done() -> bool:
+            if lines is not None:
+                return report.lines + chunk.size >= lines
+            return all(consumer.position(tp) >= end[tp] for tp in parts)
+
+        while not done():
+            for tp, records in consumer.poll(timeout_ms=1000).items():
+                for record in records:
+                    _take(chunk, record, check, admission, topic, now)
+                    chunk.next[tp] = record.offset + 1
+                    report.records += 1
+            if chunk.body:
+                store.insert_raw("backfill_records", ("partition", "offset", "bulk", "value"),
+                                 b"".join(chunk.body), "RowBinary")
+                chunk.body = []
+            _write(store, chunk.lines, chunk.letters)  # idempotent: rewritten after a crash
+            chunk.dead += len(chunk.letters)
+            chunk.lines, chunk.letters = [], []
+            if chunk.next and (chunk.size >= settings.backfill_chunk or done()):
+                report.dead_lettered += _commit(store, consumer, chunk, check, admission, topic, now)
+                report.lines += chunk.size
+                report.chunks += 1
+                echo(f"{report.records} records, {report.lines} lines loaded "
+                     f"({report.dead_lettered} dead-lettered)")
+                chunk = Chunk()
+    finally:
+        consumer.close(autocommit=False)
+
+
+def _take(chunk: Chunk, record: Any, check: str, admission: Any, topic: str, now: datetime) -> None:
+    """A record into the chunk: its rows for the store's check, or its lines checked here."""
+    bulk = dict(record.headers or ()).get("content-type") == BULK
+    value: bytes = record.value
+    lines = value.split(b"\n") if bulk else [value]
+    if len(lines) > MAX_PER_RECORD:  # positions hold 16 bits of line index, as the worker's
+        chunk.letters.append(dead_letter(value, "bulk_too_large", f"{len(lines)} lines > {MAX_PER_RECORD}",
+                                         f"{topic}[{record.partition}]@{record.offset}"))
+        return
+    if check == "store":
+        chunk.body.append(_rowbinary(record.partition, record.offset, bulk, value))
+        chunk.size += len(lines)
+        return
+    for index, raw in enumerate(lines):
+        if bulk and not raw.strip():
+            continue
+        line, letter = _admit(admission, raw, topic, record.partition, record.offset, bulk, index, now)
+        if line is not None:
+            chunk.lines.append(line)
+        if letter is not None:
+            chunk.letters.append(letter)
+        chunk.size += 1
+
+
+def _commit(store: Store, consumer: KafkaConsumer, chunk: Chunk, check: str, admission: Any,
+            topic: str, now: datetime) -> int:
+    """Finish the chunk in the store, then commit where each partition resumes; returns the
+    number of its lines dead-lettered. Nothing is committed before the store has it all."""
+    dead = chunk.dead
+    if check == "store":
+        dead += check_chunk(store, admission, topic, now)
+    consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in chunk.next.items()})
+    return dead
