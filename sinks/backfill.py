@@ -237,6 +237,7 @@ class Chunk:
         self.letters: list[dict[str, Any]] = []
         self.dead = 0  # lines (or records) dead-lettered
         self.size = 0  # lines
+        self.landed = 0  # lines written to the store so far
         self.next: dict[TopicPartition, int] = {}
 
 
@@ -311,13 +312,9 @@ def _load(store: Store, settings: SinkSettings, check: str, report: Report,
                     _take(chunk, record, check, admission, topic, now)
                     chunk.next[tp] = record.offset + 1
                     report.records += 1
-            if chunk.body:
-                store.insert_raw("backfill_records", ("partition", "offset", "bulk", "value"),
-                                 b"".join(chunk.body), "RowBinary")
-                chunk.body = []
-            _write(store, chunk.lines, chunk.letters)  # idempotent: rewritten after a crash
-            chunk.dead += len(chunk.letters)
-            chunk.lines, chunk.letters = [], []
+                    if chunk.size - chunk.landed >= LAND_LINES:
+                        _land(store, chunk)
+            _land(store, chunk)
             if chunk.next and (chunk.size >= settings.backfill_chunk or done()):
                 report.dead_lettered += _commit(store, consumer, chunk, check, admission, topic, now)
                 report.lines += chunk.size
@@ -327,6 +324,24 @@ def _load(store: Store, settings: SinkSettings, check: str, report: Report,
                 chunk = Chunk()
     finally:
         consumer.close(autocommit=False)
+
+
+# Lines a landing insert takes. Each is a block of the Memory buffer, which the check reads
+# on both threads: one block per poll of 500 bulk records (250,000 lines) cost the loader
+# about 2 µs an event more (thirteenth pass).
+LAND_LINES = 20_000
+
+
+def _land(store: Store, chunk: Chunk) -> None:
+    """Write what the chunk holds so far; idempotent, so rewritten after a crash."""
+    if chunk.body:
+        store.insert_raw("backfill_records", ("partition", "offset", "bulk", "value"),
+                         b"".join(chunk.body), "RowBinary")
+        chunk.body = []
+    _write(store, chunk.lines, chunk.letters)
+    chunk.dead += len(chunk.letters)
+    chunk.lines, chunk.letters = [], []
+    chunk.landed = chunk.size
 
 
 def _take(chunk: Chunk, record: Any, check: str, admission: Any, topic: str, now: datetime) -> None:
