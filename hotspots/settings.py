@@ -76,7 +76,7 @@ class _Common(BaseSettings):
             raise ValueError("accepted_area must be min_lon,min_lat,max_lon,max_lat")
         return value
 
-    @field_validator("sasl_username", "sasl_password", *_KAFKA_FILES, "boundaries", mode="before")
+    @field_validator("sasl_username", "sasl_password", *_KAFKA_FILES, "boundaries", "cutover", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # Compose files pass unset variables as "" (${VAR:-}); an empty path would be ".".

@@ -135,3 +135,15 @@ def test_first_starts_begin_their_period_and_none_is_skipped(cutover):
         assert start_of(first, period) == first and first >= cutover
         # the period before it starts before the cutover: nothing between has no writer
         assert start_of(first - timedelta(days=1), period) < cutover
+
+
+def test_the_cutover_setting_reads_a_date_and_compose_s_empty_value_as_none(monkeypatch):
+    from hotspots.settings import WorkerSettings
+
+    monkeypatch.setenv("HOTSPOTS_CUTOVER", "")  # docker-compose's ${HOTSPOTS_CUTOVER:-}
+    assert WorkerSettings().cutover is None
+    monkeypatch.setenv("HOTSPOTS_CUTOVER", "2026-12-01")
+    assert WorkerSettings().cutover == date(2026, 12, 1)
+    monkeypatch.setenv("HOTSPOTS_CUTOVER", "next week")
+    with pytest.raises(ValueError, match="cutover"):
+        WorkerSettings()
