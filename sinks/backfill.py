@@ -40,11 +40,20 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from hotspots import accepted as accepted_topic
-from hotspots.contract import BULK_CONTENT_TYPE, MEASURES, Event, InvalidEvent, dead_letter, where
-from hotspots.geo import cells_of
+from hotspots.contract import (
+    BULK_CONTENT_TYPE,
+    CONTENT_TYPE,
+    CONTRACT_VERSION,
+    MEASURES,
+    Event,
+    InvalidEvent,
+    dead_letter,
+    where,
+)
+from hotspots.geo import cells_of, partition_key, to_str
 from hotspots.kafka_security import connect_failure, kafka_kwargs
-from hotspots.periods import first_starts
-from hotspots.settings import SinkSettings
+from hotspots.periods import first_starts, local_date, start_of
+from hotspots.settings import ProducerSettings, SinkSettings
 from sinks import admission_sql
 from sinks.landing import EVENTS
 from sinks.reconcile import key_rules
@@ -100,6 +109,32 @@ def build_rollups(store: Store, where: str = "1", before: dict[str, date] | None
     store.command(rollups_from_events(where, before).format(db=store.database), settings=BUILD_SETTINGS)
 
 
+# ------------------------------------------------------------------ events the worker folds too
+#
+# A history event whose day (or, known to the month only, whose month) is on or after the
+# cutover has keys that only the worker folds: the backfill lands it in events, for the
+# build's keys of the same event (a week or month that began before the cutover), and
+# forwards it to the live events topic, for the worker's. The worker's seen table counts a
+# forward sent again after a crash once; the sink lands it in events as the same row.
+
+
+def has_live_key(event: Event, before: dict[str, date]) -> bool:
+    """Whether the worker folds any of the event's rollup keys (streams.rollup.rollup_keys)."""
+    day = local_date(event.occurred_at)
+    if event.time_precision == "month":
+        return start_of(day, "month") >= before["month"]
+    return any(start_of(day, period) >= first for period, first in before.items())
+
+
+def live_sql(before: dict[str, date]) -> str:
+    """:func:`has_live_key` on a row with the events table's columns, by the build's rules."""
+    conditions = []
+    for period, _, start, needs_day in key_rules():
+        condition = f"{start} >= toDate('{before[period].isoformat()}')"
+        conditions.append(f"({condition} AND time_precision != 'month')" if needs_day else f"({condition})")
+    return " OR ".join(dict.fromkeys(conditions))  # one per period: the resolutions repeat them
+
+
 # ------------------------------------------------------------------ checking the lines
 
 def accepted_line(event: Event, raw: bytes, partition: int, offset: int, index: int) -> bytes:
@@ -114,10 +149,11 @@ def accepted_line(event: Event, raw: bytes, partition: int, offset: int, index: 
 # more, twelfth pass). Kafka is the durable copy until the chunk's offsets are committed.
 CHECK_SETTINGS = {**admission_sql.CELL_SETTINGS, "parallel_view_processing": 1}
 _EVENT_COLUMNS = (*accepted_topic.FIELDS[:-1], "payload")  # all but src, the source position
-BUFFERS = ("backfill_records", "backfill_unsure")
+BUFFERS = ("backfill_records", "backfill_unsure", "backfill_live")
+_VIEWS = ("backfill_sure", "backfill_not_sure", "backfill_to_live", "backfill_checked")
 
 
-def sql_schema(admission: Any) -> list[str]:
+def sql_schema(admission: Any, before: dict[str, date]) -> list[str]:
     """The backfill's tables, ``{db}`` left to fill in (with str.replace: the checks hold braces)."""
     checked = admission_sql.accepted_select(
         admission, "SELECT 0 AS partition, 0 AS offset, 0 AS bulk, 0 AS line_index, '' AS line",
@@ -136,24 +172,34 @@ def sql_schema(admission: Any) -> list[str]:
         """CREATE MATERIALIZED VIEW {db}.backfill_not_sure TO {db}.backfill_unsure AS
            SELECT partition, offset, bulk, line_index, payload AS line
            FROM {db}.backfill_checked WHERE NOT sure""",
+        """CREATE TABLE IF NOT EXISTS {db}.backfill_live (partition UInt32, offset UInt64, bulk UInt8,
+             line_index UInt32, cell6 UInt64, line String) ENGINE = Memory""",
+        f"""CREATE MATERIALIZED VIEW {{db}}.backfill_to_live TO {{db}}.backfill_live AS
+            SELECT partition, offset, bulk, line_index, cell6, payload AS line
+            FROM {{db}}.backfill_checked WHERE sure AND ({live_sql(before)})""",
     ]
 
 
-def start_sql(store: Store, admission: Any) -> None:
-    """The backfill's tables, the checks made afresh, the buffers empty (a crashed run's
-    rows there were never committed: Kafka gives them again)."""
+def start_sql(store: Store, admission: Any, before: dict[str, date]) -> None:
+    """The backfill's tables, the checks and the cutover made afresh, the buffers empty (a
+    crashed run's rows there were never committed: Kafka gives them again)."""
     db = store.database
-    for name in ("backfill_sure", "backfill_not_sure", "backfill_checked"):
+    for name in _VIEWS:
         store.command(f"DROP TABLE IF EXISTS {db}.{name}")
-    for statement in sql_schema(admission):
+    for statement in sql_schema(admission, before):
         store.command(statement.replace("{db}", db))
     for name in BUFFERS:
         store.command(f"TRUNCATE TABLE {db}.{name}")
 
 
-def check_chunk(store: Store, admission: Any, topic: str, now: datetime) -> int:
+Forward = tuple[bytes, bytes, str]  # (key, the line as it came, where it came from)
+
+
+def check_chunk(store: Store, admission: Any, topic: str, now: datetime,
+                before: dict[str, date]) -> tuple[int, list[Forward]]:
     """Check the lines of every landed record, decide the unsure ones in Python, and empty
-    the buffer. Returns the number of lines dead-lettered."""
+    the buffer. Returns the number of lines dead-lettered, and the accepted lines the
+    worker must fold too (:func:`has_live_key`)."""
     db = store.database
     # A bulk record's blank lines are skipped, as the worker skips them.
     source = f"""SELECT partition, offset, bulk, toUInt32(i - 1) AS line_index, line FROM (
@@ -165,33 +211,35 @@ def check_chunk(store: Store, admission: Any, topic: str, now: datetime) -> int:
     checked = admission_sql.accepted_select(admission, source,
                                             passing="partition, offset, bulk, line_index")
     store.command(f"INSERT INTO {db}.backfill_checked {checked}", settings=CHECK_SETTINGS)
-    lines: list[bytes] = []
-    letters: list[dict[str, Any]] = []
+    chunk = Chunk()
     # In hex: the bytes as they came, even those that are not UTF-8.
     for row in store.query("SELECT partition, offset, bulk, line_index, hex(line) AS line "
                            "FROM {db}.backfill_unsure"):
-        raw = bytes.fromhex(row["line"])
-        line, letter = _admit(admission, raw, topic, row["partition"], row["offset"],
-                              bool(row["bulk"]), row["line_index"], now)
-        if line is not None:
-            lines.append(line)
-        if letter is not None:
-            letters.append(letter)
-    _write(store, lines, letters)
+        _admit(chunk, admission, bytes.fromhex(row["line"]), topic, row["partition"], row["offset"],
+               bool(row["bulk"]), row["line_index"], now, before)
+    for row in store.query("SELECT partition, offset, bulk, line_index, cell6, hex(line) AS line "
+                           "FROM {db}.backfill_live"):
+        source = where(f"{topic}[{row['partition']}]@{row['offset']}", bool(row["bulk"]), row["line_index"])
+        chunk.forward.append((to_str(row["cell6"]).encode(), bytes.fromhex(row["line"]), source))
+    _write(store, chunk.lines, chunk.letters)
     for name in BUFFERS:
         store.command(f"TRUNCATE TABLE {db}.{name}")
-    return len(letters)
+    return len(chunk.letters), chunk.forward
 
 
-def _admit(admission: Any, raw: bytes, topic: str, partition: int, offset: int, bulk: bool,
-           index: int, now: datetime) -> tuple[bytes | None, dict[str, Any] | None]:
-    """One line by the Python admission: (its accepted line, None) or (None, its dead letter)."""
+def _admit(chunk: Chunk, admission: Any, raw: bytes, topic: str, partition: int, offset: int,
+           bulk: bool, index: int, now: datetime, before: dict[str, date]) -> None:
+    """One line by the Python admission into the chunk: its accepted line (and its forward
+    when the worker folds some of its keys), or its dead letter."""
+    origin = where(f"{topic}[{partition}]@{offset}", bulk, index)
     try:
         event = admission.admit(raw, now)
     except InvalidEvent as exc:
-        origin = where(f"{topic}[{partition}]@{offset}", bulk, index)
-        return None, dead_letter(raw, exc.reason, exc.detail, origin)
-    return accepted_line(event, raw, partition, offset, index), None
+        chunk.letters.append(dead_letter(raw, exc.reason, exc.detail, origin))
+        return
+    chunk.lines.append(accepted_line(event, raw, partition, offset, index))
+    if has_live_key(event, before):
+        chunk.forward.append((partition_key(event.lat, event.lon), raw, origin))
 
 
 def _write(store: Store, lines: list[bytes], letters: list[dict[str, Any]]) -> None:
@@ -213,6 +261,7 @@ def _rowbinary(partition: int, offset: int, bulk: bool, value: bytes) -> bytes:
 @dataclass
 class Report:
     records: int = 0
+    forwarded: int = 0  # accepted lines sent on to the worker too (has_live_key)
     lines: int = 0  # read (the store's check counts a bulk record's blank lines too)
     dead_lettered: int = 0
     chunks: int = 0  # each ended by an offset commit
@@ -238,6 +287,7 @@ class Chunk:
         self.dead = 0  # lines (or records) dead-lettered
         self.size = 0  # lines
         self.landed = 0  # lines written to the store so far
+        self.forward: list[Forward] = []  # sent to the live events topic before the commit
         self.next: dict[TopicPartition, int] = {}
 
 
@@ -259,7 +309,7 @@ def backfill(store: Store, settings: SinkSettings, check: str = "auto", build_on
                     built_before={k: v.isoformat() for k, v in before.items()})
     started = time.monotonic()
     if not build_only:
-        _load(store, settings, check, report, echo, lines)
+        _load(store, settings, check, report, echo, lines, before)
     report.load_seconds = time.monotonic() - started
     started = time.monotonic()
     build_rollups(store, before=before)
@@ -279,12 +329,13 @@ def _consumer(settings: SinkSettings) -> KafkaConsumer:
 
 
 def _load(store: Store, settings: SinkSettings, check: str, report: Report,
-          echo: Callable[[str], object], lines: int | None) -> None:
+          echo: Callable[[str], object], lines: int | None, before: dict[str, date]) -> None:
     topic = settings.history_topic
     admission = settings.admission()
     if check == "store":
-        start_sql(store, admission)
+        start_sql(store, admission, before)
     consumer = _consumer(settings)
+    forwarder = Forwarder(settings)
     try:
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:
@@ -309,14 +360,21 @@ def _load(store: Store, settings: SinkSettings, check: str, report: Report,
         while not done():
             for tp, records in consumer.poll(timeout_ms=1000).items():
                 for record in records:
-                    _take(chunk, record, check, admission, topic, now)
+                    _take(chunk, record, check, admission, topic, now, before)
                     chunk.next[tp] = record.offset + 1
                     report.records += 1
                     if chunk.size - chunk.landed >= LAND_LINES:
                         _land(store, chunk)
             _land(store, chunk)
             if chunk.next and (chunk.size >= settings.backfill_chunk or done()):
-                report.dead_lettered += _commit(store, consumer, chunk, check, admission, topic, now)
+                if check == "store":
+                    dead, forward = check_chunk(store, admission, topic, now, before)
+                    chunk.dead += dead
+                    chunk.forward += forward
+                report.forwarded += forwarder.send(chunk.forward)
+                # Only now: everything read up to these offsets is in the store or acknowledged.
+                consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in chunk.next.items()})
+                report.dead_lettered += chunk.dead
                 report.lines += chunk.size
                 report.chunks += 1
                 echo(f"{report.records} records, {report.lines} lines loaded "
@@ -324,6 +382,7 @@ def _load(store: Store, settings: SinkSettings, check: str, report: Report,
                 chunk = Chunk()
     finally:
         consumer.close(autocommit=False)
+        forwarder.close()
 
 
 # Lines a landing insert takes. Each is a block of the Memory buffer, which the check reads
@@ -344,7 +403,8 @@ def _land(store: Store, chunk: Chunk) -> None:
     chunk.landed = chunk.size
 
 
-def _take(chunk: Chunk, record: Any, check: str, admission: Any, topic: str, now: datetime) -> None:
+def _take(chunk: Chunk, record: Any, check: str, admission: Any, topic: str, now: datetime,
+          before: dict[str, date]) -> None:
     """A record into the chunk: its rows for the store's check, or its lines checked here."""
     bulk = dict(record.headers or ()).get("content-type") == BULK
     value: bytes = record.value
@@ -360,20 +420,35 @@ def _take(chunk: Chunk, record: Any, check: str, admission: Any, topic: str, now
     for index, raw in enumerate(lines):
         if bulk and not raw.strip():
             continue
-        line, letter = _admit(admission, raw, topic, record.partition, record.offset, bulk, index, now)
-        if line is not None:
-            chunk.lines.append(line)
-        if letter is not None:
-            chunk.letters.append(letter)
+        _admit(chunk, admission, raw, topic, record.partition, record.offset, bulk, index, now, before)
         chunk.size += 1
 
 
-def _commit(store: Store, consumer: KafkaConsumer, chunk: Chunk, check: str, admission: Any,
-            topic: str, now: datetime) -> int:
-    """Finish the chunk in the store, then commit where each partition resumes; returns the
-    number of its lines dead-lettered. Nothing is committed before the store has it all."""
-    dead = chunk.dead
-    if check == "store":
-        dead += check_chunk(store, admission, topic, now)
-    consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in chunk.next.items()})
-    return dead
+class Forwarder:
+    """Sends accepted lines on to the live events topic, as the product's producer sends one
+    event (keyed by its cell, acknowledged by every replica); connects on first use."""
+
+    def __init__(self, settings: SinkSettings) -> None:
+        self.settings = ProducerSettings(bootstrap=settings.bootstrap, topic_prefix=settings.topic_prefix)
+        self.producer: Any = None
+
+    def send(self, forward: list[Forward]) -> int:
+        """Send and wait for every acknowledgement; raises if any is refused."""
+        if not forward:
+            return 0
+        if self.producer is None:
+            from producers.publisher import kafka_producer
+
+            self.producer = kafka_producer(self.settings)
+        topic = self.settings.events_topic
+        futures = [self.producer.send(topic, key=key, value=raw, headers=[
+            ("contract", f"v{CONTRACT_VERSION}".encode()), ("content-type", CONTENT_TYPE.encode()),
+            ("source", f"backfill:{source}".encode())]) for key, raw, source in forward]
+        self.producer.flush(timeout=300)
+        for future in futures:
+            future.get(timeout=0)  # raises the broker's refusal: nothing is committed then
+        return len(futures)
+
+    def close(self) -> None:
+        if self.producer is not None:
+            self.producer.close()

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import date
 from pathlib import Path
 
 import orjson
@@ -50,6 +51,10 @@ def test_a_backfill_killed_mid_load_counts_every_event_once(live_stack, tmp_path
     settings = SinkSettings(bootstrap=live_stack.bootstrap, topic_prefix=prefix)
     ensure_topics(settings)
     events = random_events(2018, 30000, tag=f"bf{check}", seed=5)
+    # From the cutover on: loaded, and forwarded to the live events topic for the worker.
+    live = [e for e in random_events(2019, 3000, tag=f"bflive{check}", seed=6)
+            if e.occurred_at.month == 1][:100]
+    events += live
     lines = [encode_event(e) for e in events]
     off_the_map = {**orjson.loads(lines[0]), "event_id": "bf-bad", "lat": 95}
     bad = {7: orjson.dumps(off_the_map), 20011: b"not json", 29990: b'{"kind": "arrest"}'}
@@ -84,6 +89,13 @@ def test_a_backfill_killed_mid_load_counts_every_event_once(live_stack, tmp_path
     assert 0 < report["records"] < total and report["check"] == check
     assert _committed(offsets, parts) == total
     offsets.close()
+    # Every live event on the worker's topic (twice, if the kill came between its send and
+    # the commit: the worker's seen table counts it once), and nothing else.
+    sent = KafkaConsumer(settings.events_topic, bootstrap_servers=live_stack.bootstrap,
+                         auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    forwarded = [orjson.loads(r.value)["event_id"] for r in sent]
+    sent.close()
+    assert set(forwarded) == {e.event_id for e in live} and report["forwarded"] <= len(live)
 
     store = Store(SinkSettings(data_dir=data_dir))
     try:
@@ -93,13 +105,15 @@ def test_a_backfill_killed_mid_load_counts_every_event_once(live_stack, tmp_path
                            "sum(count) AS n FROM {db}.rollups FINAL WHERE period = 'week' AND res = 6 "
                            "GROUP BY cell, week, kind")
         got = {(to_str(int(r["cell"])), r["week"], r["kind"]): r["n"] for r in rows}
-        assert got == dict(weekly_truth(events, 6))
+        # The weeks before Monday 7 January 2019 (the first from the cutover) are built,
+        # with the events of 1-6 January too; the later ones are the worker's.
+        assert got == {key: n for key, n in weekly_truth(events, 6).items() if key[1] < "2019-01-07"}
         letters = store.query("SELECT reason, source, count() AS n FROM {db}.dead_letters FINAL "
                               "GROUP BY reason, source ORDER BY reason")
         assert sorted(r["reason"] for r in letters) == [
             "bad_coordinates", "bulk_too_large", "missing_field", "not_json"], letters
         assert all(r["n"] == 1 for r in letters)
-        assert reconcile(store)["ok"]
+        assert reconcile(store, None, date(2018, 12, 31))["ok"]  # the worker's periods: none here
     finally:
         store.close()
 
@@ -115,20 +129,30 @@ def test_backfill_refuses_without_a_cutover(live_stack, tmp_path) -> None:
 def test_backfill_on_the_live_stack_pauses_the_sink_and_the_map_has_the_history(live_stack, tmp_path):
     year = 1971  # no other test writes it; the cutover leaves every later period to the worker
     events = random_events(year, 3000, tag="bflive", seed=9)
+    # After the cutover (Saturday 1 January 1972): every key is the worker's, which gets them
+    # from the backfill.
+    later = [e.model_copy(update={"event_id": f"bflater-{i}",
+                                  "occurred_at": e.occurred_at.replace(year=1972)})
+             for i, e in enumerate(events[:100]) if e.occurred_at.month == 1 and e.occurred_at.day >= 3]
+    assert later
     source = tmp_path / "history.jsonl"
-    source.write_bytes(b"\n".join(encode_event(e) for e in events) + b"\n")
+    source.write_bytes(b"\n".join(encode_event(e) for e in events + later) + b"\n")
     produced = json.loads(run_cli(live_stack, "produce", "jsonl", str(source), "--history", "--bulk", "500"))
-    assert produced["produced"] == len(events)
+    assert produced["produced"] == len(events) + len(later)
     proc = subprocess.run([sys.executable, "-m", "hotspots.cli", "backfill",
                            "--data-dir", live_stack.data_dir],
                           env={**os.environ, "HOTSPOTS_CUTOVER": "1972-01-01"}, capture_output=True,
                           text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "sink: paused" in proc.stderr
-    assert orjson.loads(proc.stdout)["dead_lettered"] == 0
+    report = orjson.loads(proc.stdout)
+    assert (report["dead_lettered"], report["forwarded"]) == (0, len(later))
     assert stack.status(live_stack)["sink"]["healthy"]
-    rows = cli_json(live_stack, "query", "cells", "--from", f"{year}-01-01", "--to", f"{year}-12-31",
-                    "--res", "6")
-    got = {(r["cell"], r["period_start"], r["kind"]): r["count"] for r in rows}
-    assert got == dict(weekly_truth(events, 6))
+    run_cli(live_stack, "wait", "--timeout", "300")  # the forwarded events, through the worker
+    for events_of_year, first in ((events, year), (later, year + 1)):
+        rows = cli_json(live_stack, "query", "cells", "--from", f"{first}-01-01", "--to", f"{first}-12-31",
+                        "--res", "6")
+        got = {(r["cell"], r["period_start"], r["kind"]): r["count"] for r in rows
+               if r["period_start"] >= f"{first}-01-01" or first == year}  # not 1971's last week
+        assert got == dict(weekly_truth(events_of_year, 6))
     run_cli(live_stack, "reconcile", "--from", f"{year - 1}-12-01", "--to", f"{year + 1}-01-31")

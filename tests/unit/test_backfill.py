@@ -8,15 +8,25 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bench.budget import bulk, product_fold
 from bench.pipeline import event_lines
-from hotspots.contract import MEASURES
+from hotspots.contract import MEASURES, Arrest
+from hotspots.geo import partition_key
 from hotspots.periods import first_starts
 from hotspots.settings import WorkerSettings
-from sinks.backfill import _rowbinary, accepted_line, build_rollups, check_chunk, start_sql
+from sinks.backfill import (
+    _rowbinary,
+    accepted_line,
+    build_rollups,
+    check_chunk,
+    has_live_key,
+    start_sql,
+)
 from sinks.landing import EVENTS
-from streams.rollup import RollupKey
+from streams.rollup import RollupKey, rollup_keys
 
 
 def accepted_lines(value: bytes, partition: int, offset: int, admission, now) -> list[bytes]:
@@ -62,13 +72,18 @@ def _event(n: int, **changes: object) -> bytes:
 
 def test_the_store_s_admission_loads_each_event_once_and_dead_letters_the_rest(store) -> None:
     admission, now = WorkerSettings().admission(), datetime.now(UTC)
-    start_sql(store, admission)
+    # Cutover Tuesday 4 March 1986: the worker folds from that day, from Monday 10 March,
+    # and from April; an event with any such key is forwarded to it too.
+    before = first_starts(date(1986, 3, 4))
+    start_sql(store, admission, before)
     bulk = b"\n".join([
         _event(0), _event(1, charged=True), b"  ",  # a blank line: skipped, as by the worker
         _event(2, lat="51.7"),  # refused: a string is not a latitude
-        _event(3, force="Essex\u2028Police"),  # not sure in SQL: Python accepts it
+        _event(3, force="Essex\u2028Police"),  # not sure in SQL: Python accepts it (4 March: live)
         _event(1, charged=True),  # the same event again, at another place
         _event(5).replace(b"essex", b"ess\xffx"),  # not UTF-8: refused, as the bytes came
+        _event(6, time_precision="month"),  # March, known to the month: the backfill's month
+        _event(7, occurred_at="1986-04-10T12:00:00Z", time_precision="month"),  # April: live
     ])
     single = orjson.dumps(orjson.loads(_event(4)), option=orjson.OPT_INDENT_2)  # lines, not one
     records = [_rowbinary(0, 7, True, bulk), _rowbinary(1, 3, False, single),
@@ -76,11 +91,17 @@ def test_the_store_s_admission_loads_each_event_once_and_dead_letters_the_rest(s
     for _ in range(2):  # checked, then landed and checked again, as after a crash
         store.insert_raw("backfill_records", ("partition", "offset", "bulk", "value"), b"".join(records),
                          "RowBinary")
-        assert check_chunk(store, admission, "t.events.v1", now) == 3
+        dead, forward = check_chunk(store, admission, "t.events.v1", now, before)
+        assert dead == 3
+        key = partition_key(51.73, 0.47)
+        assert sorted(forward) == [(key, single, "t.events.v1[1]@3"),
+                                   (key, bulk.split(b"\n")[4], "t.events.v1[0]@7#4"),
+                                   (key, bulk.split(b"\n")[8], "t.events.v1[0]@7#8")]
     rows = store.query("SELECT event_id, charged, force FROM {db}.events FINAL "
                        "WHERE startsWith(event_id, 'histsql-') ORDER BY event_id")
     assert [(r["event_id"], r["charged"]) for r in rows] == [
-        ("histsql-0", 0), ("histsql-1", 1), ("histsql-3", 0), ("histsql-4", 0)]
+        ("histsql-0", 0), ("histsql-1", 1), ("histsql-3", 0), ("histsql-4", 0), ("histsql-6", 0),
+        ("histsql-7", 0)]
     assert rows[2]["force"] == "Essex\u2028Police"
     letters = store.query("SELECT DISTINCT reason, source FROM {db}.dead_letters "
                           "WHERE source LIKE 't.events.v1%' ORDER BY source")
@@ -109,3 +130,15 @@ def test_the_build_keeps_to_the_periods_before_each_kinds_cutover(store) -> None
         ("day", "1977-06-07", 1),
         ("month", "1977-05-01", 1), ("month", "1977-06-01", 6),
         ("week", "1977-05-30", 3), ("week", "1977-06-06", 3)]
+
+
+@given(st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1),  # noqa: DTZ001
+                    timezones=st.just(UTC)),
+       st.dates(min_value=date(2019, 12, 1), max_value=date(2030, 2, 1)),
+       st.sampled_from(["day", "month"]))
+@settings(max_examples=300, deadline=None)
+def test_an_event_is_forwarded_when_the_worker_folds_any_of_its_keys(at, cutover, precision) -> None:
+    event = Arrest(event_id="x", occurred_at=at, lat=51.73, lon=0.47, force="essex",
+                   time_precision=precision)
+    before = first_starts(cutover)
+    assert has_live_key(event, before) == any(k.start >= before[k.period] for k in rollup_keys(event))
