@@ -593,6 +593,8 @@ def backfill_cmd(data_dir: Path | None, build_only: bool, check: str) -> None:
     with their reason. With the stack up and the embedded store, the sink is paused meanwhile
     (one process opens the store) and started again after: the live events wait in Kafka.
     """
+    from kafka.errors import KafkaError
+
     from sinks.backfill import BackfillError, backfill
     from sinks.store import Store
 
@@ -611,6 +613,8 @@ def backfill_cmd(data_dir: Path | None, build_only: bool, check: str) -> None:
             store.close()
     except BackfillError as exc:
         _fail(str(exc), code=2)
+    except KafkaError as exc:  # nothing past the last commit counts as loaded: run it again
+        _fail(f"the backfill stopped on a Kafka error ({exc!r}); what it committed is kept, run it again")
     finally:
         if paused:
             stack.up(config, echo=lambda text: click.echo(text, err=True))
