@@ -230,6 +230,10 @@ class SinkSettings(_Common):
     backfill_chunk: int = Field(500_000, ge=1,
                                 description="Lines the backfill checks in one statement, then commits: "
                                             "planning a check takes about 0.35 s, so not too few.")
+    backfill_spike_weeks: int = Field(
+        26, ge=0, description="Weeks before the cutover whose events the backfill also sends to the worker, "
+                              "for the spike agents' baselines (they compare a week with the 26 before it); "
+                              "the worker folds none of their keys. 0: only events from the cutover on.")
     backfill_poll_records: int = Field(500, ge=1,
                                        description="Records (mostly bulk ones) a backfill poll takes.")
     batch_max: int = Field(50_000, ge=1, description="Rows buffered before a flush (fewer, larger parts).")

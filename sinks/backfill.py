@@ -32,7 +32,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
@@ -109,13 +109,16 @@ def build_rollups(store: Store, where: str = "1", before: dict[str, date] | None
     store.command(rollups_from_events(where, before).format(db=store.database), settings=BUILD_SETTINGS)
 
 
-# ------------------------------------------------------------------ events the worker folds too
+# ------------------------------------------------------------------ events the worker gets too
 #
 # A history event whose day (or, known to the month only, whose month) is on or after the
 # cutover has keys that only the worker folds: the backfill lands it in events, for the
 # build's keys of the same event (a week or month that began before the cutover), and
-# forwards it to the live events topic, for the worker's. The worker's seen table counts a
-# forward sent again after a crash once; the sink lands it in events as the same row.
+# forwards it to the live events topic, for the worker's. So are the events of the weeks
+# before the cutover that the spike agents compare a week with (HOTSPOTS_BACKFILL_SPIKE_WEEKS):
+# the worker folds none of their keys, and the spike agents, which read what it accepts,
+# take events that old into their baselines only. The worker's seen table counts a forward
+# sent again after a crash once; the sink lands it in events as the same row.
 
 
 def has_live_key(event: Event, before: dict[str, date]) -> bool:
@@ -133,6 +136,32 @@ def live_sql(before: dict[str, date]) -> str:
         condition = f"{start} >= toDate('{before[period].isoformat()}')"
         conditions.append(f"({condition} AND time_precision != 'month')" if needs_day else f"({condition})")
     return " OR ".join(dict.fromkeys(conditions))  # one per period: the resolutions repeat them
+
+
+@dataclass(frozen=True)
+class Split:
+    """Where history goes: keys of periods before ``before`` (each kind's first period from
+    the cutover) are built; events with a later key, and events known to the day from
+    ``seed_from`` on (the spike baselines' weeks), are forwarded to the worker too."""
+
+    before: dict[str, date]
+    seed_from: date
+
+    @classmethod
+    def of(cls, cutover: date, spike_weeks: int = 0) -> Split:
+        before = first_starts(cutover)
+        if not spike_weeks:
+            return cls(before, cutover)
+        return cls(before, start_of(cutover, "week") - timedelta(weeks=spike_weeks))
+
+    def forwards(self, event: Event) -> bool:
+        return has_live_key(event, self.before) or (
+            event.time_precision != "month" and local_date(event.occurred_at) >= self.seed_from)
+
+    def forwards_sql(self) -> str:
+        """:meth:`forwards` on a row with the events table's columns."""
+        return (f"{live_sql(self.before)} OR (time_precision != 'month' AND "
+                f"toDate(occurred_at, 'Europe/London') >= toDate('{self.seed_from.isoformat()}'))")
 
 
 # ------------------------------------------------------------------ checking the lines
@@ -153,7 +182,7 @@ BUFFERS = ("backfill_records", "backfill_unsure", "backfill_live")
 _VIEWS = ("backfill_sure", "backfill_not_sure", "backfill_to_live", "backfill_checked")
 
 
-def sql_schema(admission: Any, before: dict[str, date]) -> list[str]:
+def sql_schema(admission: Any, split: Split) -> list[str]:
     """The backfill's tables, ``{db}`` left to fill in (with str.replace: the checks hold braces)."""
     checked = admission_sql.accepted_select(
         admission, "SELECT 0 AS partition, 0 AS offset, 0 AS bulk, 0 AS line_index, '' AS line",
@@ -176,17 +205,17 @@ def sql_schema(admission: Any, before: dict[str, date]) -> list[str]:
              line_index UInt32, cell6 UInt64, line String) ENGINE = Memory""",
         f"""CREATE MATERIALIZED VIEW {{db}}.backfill_to_live TO {{db}}.backfill_live AS
             SELECT partition, offset, bulk, line_index, cell6, payload AS line
-            FROM {{db}}.backfill_checked WHERE sure AND ({live_sql(before)})""",
+            FROM {{db}}.backfill_checked WHERE sure AND ({split.forwards_sql()})""",
     ]
 
 
-def start_sql(store: Store, admission: Any, before: dict[str, date]) -> None:
+def start_sql(store: Store, admission: Any, split: Split) -> None:
     """The backfill's tables, the checks and the cutover made afresh, the buffers empty (a
     crashed run's rows there were never committed: Kafka gives them again)."""
     db = store.database
     for name in _VIEWS:
         store.command(f"DROP TABLE IF EXISTS {db}.{name}")
-    for statement in sql_schema(admission, before):
+    for statement in sql_schema(admission, split):
         store.command(statement.replace("{db}", db))
     for name in BUFFERS:
         store.command(f"TRUNCATE TABLE {db}.{name}")
@@ -196,10 +225,10 @@ Forward = tuple[bytes, bytes, str]  # (key, the line as it came, where it came f
 
 
 def check_chunk(store: Store, admission: Any, topic: str, now: datetime,
-                before: dict[str, date]) -> tuple[int, list[Forward]]:
+                split: Split) -> tuple[int, list[Forward]]:
     """Check the lines of every landed record, decide the unsure ones in Python, and empty
     the buffer. Returns the number of lines dead-lettered, and the accepted lines the
-    worker must fold too (:func:`has_live_key`)."""
+    worker must have too (:meth:`Split.forwards`)."""
     db = store.database
     # A bulk record's blank lines are skipped, as the worker skips them.
     source = f"""SELECT partition, offset, bulk, toUInt32(i - 1) AS line_index, line FROM (
@@ -216,7 +245,7 @@ def check_chunk(store: Store, admission: Any, topic: str, now: datetime,
     for row in store.query("SELECT partition, offset, bulk, line_index, hex(line) AS line "
                            "FROM {db}.backfill_unsure"):
         _admit(chunk, admission, bytes.fromhex(row["line"]), topic, row["partition"], row["offset"],
-               bool(row["bulk"]), row["line_index"], now, before)
+               bool(row["bulk"]), row["line_index"], now, split)
     for row in store.query("SELECT partition, offset, bulk, line_index, cell6, hex(line) AS line "
                            "FROM {db}.backfill_live"):
         source = where(f"{topic}[{row['partition']}]@{row['offset']}", bool(row["bulk"]), row["line_index"])
@@ -228,9 +257,9 @@ def check_chunk(store: Store, admission: Any, topic: str, now: datetime,
 
 
 def _admit(chunk: Chunk, admission: Any, raw: bytes, topic: str, partition: int, offset: int,
-           bulk: bool, index: int, now: datetime, before: dict[str, date]) -> None:
+           bulk: bool, index: int, now: datetime, split: Split) -> None:
     """One line by the Python admission into the chunk: its accepted line (and its forward
-    when the worker folds some of its keys), or its dead letter."""
+    when the worker must have it too), or its dead letter."""
     origin = where(f"{topic}[{partition}]@{offset}", bulk, index)
     try:
         event = admission.admit(raw, now)
@@ -238,7 +267,7 @@ def _admit(chunk: Chunk, admission: Any, raw: bytes, topic: str, partition: int,
         chunk.letters.append(dead_letter(raw, exc.reason, exc.detail, origin))
         return
     chunk.lines.append(accepted_line(event, raw, partition, offset, index))
-    if has_live_key(event, before):
+    if split.forwards(event):
         chunk.forward.append((partition_key(event.lat, event.lon), raw, origin))
 
 
@@ -261,7 +290,7 @@ def _rowbinary(partition: int, offset: int, bulk: bool, value: bytes) -> bytes:
 @dataclass
 class Report:
     records: int = 0
-    forwarded: int = 0  # accepted lines sent on to the worker too (has_live_key)
+    forwarded: int = 0  # accepted lines sent on to the worker too (Split.forwards)
     lines: int = 0  # read (the store's check counts a bulk record's blank lines too)
     dead_lettered: int = 0
     chunks: int = 0  # each ended by an offset commit
@@ -270,6 +299,7 @@ class Report:
     check: str = ""  # "store" (admission_sql) or "python"
     cutover: str = ""
     built_before: dict[str, str] | None = None  # each period kind: keys starting before this
+    forwarded_from: str = ""  # events known to the day from here on went to the worker too
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -304,12 +334,14 @@ def backfill(store: Store, settings: SinkSettings, check: str = "auto", build_on
             "whole stack: the worker folds from it on, the backfill builds what came before.")
     if check == "auto":
         check = "store" if store.embedded else "python"
-    before = first_starts(settings.cutover)
+    split = Split.of(settings.cutover, settings.backfill_spike_weeks)
+    before = split.before
     report = Report(check=check, cutover=settings.cutover.isoformat(),
-                    built_before={k: v.isoformat() for k, v in before.items()})
+                    built_before={k: v.isoformat() for k, v in before.items()},
+                    forwarded_from=split.seed_from.isoformat())
     started = time.monotonic()
     if not build_only:
-        _load(store, settings, check, report, echo, lines, before)
+        _load(store, settings, check, report, echo, lines, split)
     report.load_seconds = time.monotonic() - started
     started = time.monotonic()
     build_rollups(store, before=before)
@@ -329,11 +361,11 @@ def _consumer(settings: SinkSettings) -> KafkaConsumer:
 
 
 def _load(store: Store, settings: SinkSettings, check: str, report: Report,
-          echo: Callable[[str], object], lines: int | None, before: dict[str, date]) -> None:
+          echo: Callable[[str], object], lines: int | None, split: Split) -> None:
     topic = settings.history_topic
     admission = settings.admission()
     if check == "store":
-        start_sql(store, admission, before)
+        start_sql(store, admission, split)
     consumer = _consumer(settings)
     forwarder = Forwarder(settings)
     try:
@@ -360,7 +392,7 @@ def _load(store: Store, settings: SinkSettings, check: str, report: Report,
         while not done():
             for tp, records in consumer.poll(timeout_ms=1000).items():
                 for record in records:
-                    _take(chunk, record, check, admission, topic, now, before)
+                    _take(chunk, record, check, admission, topic, now, split)
                     chunk.next[tp] = record.offset + 1
                     report.records += 1
                     if chunk.size - chunk.landed >= LAND_LINES:
@@ -368,7 +400,7 @@ def _load(store: Store, settings: SinkSettings, check: str, report: Report,
             _land(store, chunk)
             if chunk.next and (chunk.size >= settings.backfill_chunk or done()):
                 if check == "store":
-                    dead, forward = check_chunk(store, admission, topic, now, before)
+                    dead, forward = check_chunk(store, admission, topic, now, split)
                     chunk.dead += dead
                     chunk.forward += forward
                 report.forwarded += forwarder.send(chunk.forward)
@@ -404,7 +436,7 @@ def _land(store: Store, chunk: Chunk) -> None:
 
 
 def _take(chunk: Chunk, record: Any, check: str, admission: Any, topic: str, now: datetime,
-          before: dict[str, date]) -> None:
+          split: Split) -> None:
     """A record into the chunk: its rows for the store's check, or its lines checked here."""
     bulk = dict(record.headers or ()).get("content-type") == BULK
     value: bytes = record.value
@@ -420,7 +452,7 @@ def _take(chunk: Chunk, record: Any, check: str, admission: Any, topic: str, now
     for index, raw in enumerate(lines):
         if bulk and not raw.strip():
             continue
-        _admit(chunk, admission, raw, topic, record.partition, record.offset, bulk, index, now, before)
+        _admit(chunk, admission, raw, topic, record.partition, record.offset, bulk, index, now, split)
         chunk.size += 1
 
 

@@ -21,6 +21,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from hotspots import stack
 from hotspots.contract import BULK_CONTENT_TYPE, encode_event
 from hotspots.geo import to_str
+from hotspots.periods import LONDON
 from hotspots.settings import SinkSettings
 from hotspots.topics import end_offsets, ensure_topics
 from sinks.reconcile import reconcile
@@ -47,7 +48,8 @@ def test_a_backfill_killed_mid_load_counts_every_event_once(live_stack, tmp_path
     prefix, group = f"bf-{uuid.uuid4().hex[:8]}", f"bf-{uuid.uuid4().hex[:8]}"
     env = {"HOTSPOTS_BOOTSTRAP": live_stack.bootstrap, "HOTSPOTS_TOPIC_PREFIX": prefix,
            "HOTSPOTS_BACKFILL_GROUP": group, "HOTSPOTS_BACKFILL_CHUNK": "1000",
-           "HOTSPOTS_BACKFILL_POLL_RECORDS": "5", "HOTSPOTS_CUTOVER": "2019-01-01"}
+           "HOTSPOTS_BACKFILL_POLL_RECORDS": "5", "HOTSPOTS_CUTOVER": "2019-01-01",
+           "HOTSPOTS_BACKFILL_SPIKE_WEEKS": "2"}
     settings = SinkSettings(bootstrap=live_stack.bootstrap, topic_prefix=prefix)
     ensure_topics(settings)
     events = random_events(2018, 30000, tag=f"bf{check}", seed=5)
@@ -89,13 +91,16 @@ def test_a_backfill_killed_mid_load_counts_every_event_once(live_stack, tmp_path
     assert 0 < report["records"] < total and report["check"] == check
     assert _committed(offsets, parts) == total
     offsets.close()
-    # Every live event on the worker's topic (twice, if the kill came between its send and
-    # the commit: the worker's seen table counts it once), and nothing else.
+    # On the worker's topic: every event from the cutover on, and those of the two weeks
+    # before its week (from Monday 17 December 2018) for the spike baselines; twice, if the
+    # kill came between the send and the commit (the worker's seen table counts it once).
     sent = KafkaConsumer(settings.events_topic, bootstrap_servers=live_stack.bootstrap,
                          auto_offset_reset="earliest", consumer_timeout_ms=5000)
     forwarded = [orjson.loads(r.value)["event_id"] for r in sent]
     sent.close()
-    assert set(forwarded) == {e.event_id for e in live} and report["forwarded"] <= len(live)
+    seeds = [e for e in events if e.occurred_at.astimezone(LONDON).date() >= date(2018, 12, 17)]
+    assert len(seeds) > len(live)
+    assert set(forwarded) == {e.event_id for e in seeds} and report["forwarded"] <= len(seeds)
 
     store = Store(SinkSettings(data_dir=data_dir))
     try:
@@ -139,9 +144,11 @@ def test_backfill_on_the_live_stack_pauses_the_sink_and_the_map_has_the_history(
     source.write_bytes(b"\n".join(encode_event(e) for e in events + later) + b"\n")
     produced = json.loads(run_cli(live_stack, "produce", "jsonl", str(source), "--history", "--bulk", "500"))
     assert produced["produced"] == len(events) + len(later)
+    # No spike baselines' weeks: the session's worker has no cutover, and would fold them.
     proc = subprocess.run([sys.executable, "-m", "hotspots.cli", "backfill",
                            "--data-dir", live_stack.data_dir],
-                          env={**os.environ, "HOTSPOTS_CUTOVER": "1972-01-01"}, capture_output=True,
+                          env={**os.environ, "HOTSPOTS_CUTOVER": "1972-01-01",
+                               "HOTSPOTS_BACKFILL_SPIKE_WEEKS": "0"}, capture_output=True,
                           text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "sink: paused" in proc.stderr

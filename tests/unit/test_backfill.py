@@ -18,6 +18,7 @@ from hotspots.geo import partition_key
 from hotspots.periods import first_starts
 from hotspots.settings import WorkerSettings
 from sinks.backfill import (
+    Split,
     _rowbinary,
     accepted_line,
     build_rollups,
@@ -74,8 +75,8 @@ def test_the_store_s_admission_loads_each_event_once_and_dead_letters_the_rest(s
     admission, now = WorkerSettings().admission(), datetime.now(UTC)
     # Cutover Tuesday 4 March 1986: the worker folds from that day, from Monday 10 March,
     # and from April; an event with any such key is forwarded to it too.
-    before = first_starts(date(1986, 3, 4))
-    start_sql(store, admission, before)
+    split = Split.of(date(1986, 3, 4))  # no weeks for the spike baselines here
+    start_sql(store, admission, split)
     bulk = b"\n".join([
         _event(0), _event(1, charged=True), b"  ",  # a blank line: skipped, as by the worker
         _event(2, lat="51.7"),  # refused: a string is not a latitude
@@ -91,7 +92,7 @@ def test_the_store_s_admission_loads_each_event_once_and_dead_letters_the_rest(s
     for _ in range(2):  # checked, then landed and checked again, as after a crash
         store.insert_raw("backfill_records", ("partition", "offset", "bulk", "value"), b"".join(records),
                          "RowBinary")
-        dead, forward = check_chunk(store, admission, "t.events.v1", now, before)
+        dead, forward = check_chunk(store, admission, "t.events.v1", now, split)
         assert dead == 3
         key = partition_key(51.73, 0.47)
         assert sorted(forward) == [(key, single, "t.events.v1[1]@3"),
@@ -142,3 +143,18 @@ def test_an_event_is_forwarded_when_the_worker_folds_any_of_its_keys(at, cutover
                    time_precision=precision)
     before = first_starts(cutover)
     assert has_live_key(event, before) == any(k.start >= before[k.period] for k in rollup_keys(event))
+
+
+def test_the_spike_baselines_weeks_are_forwarded_too_and_no_earlier_day() -> None:
+    split = Split.of(date(2026, 12, 2), spike_weeks=2)  # a Wednesday: its week began on 30 Nov
+    assert split.seed_from == date(2026, 11, 16)
+
+    def event(at: datetime, precision: str = "day") -> Arrest:
+        return Arrest(event_id="x", occurred_at=at, lat=51.73, lon=0.47, force="essex",
+                      time_precision=precision)
+
+    assert split.forwards(event(datetime(2026, 11, 16, 0, 30, tzinfo=UTC)))
+    assert not split.forwards(event(datetime(2026, 11, 15, 23, 30, tzinfo=UTC)))  # Sunday in London
+    assert not split.forwards(event(datetime(2026, 11, 20, tzinfo=UTC), "month"))  # no week to compare
+    assert split.forwards(event(datetime(2027, 1, 20, tzinfo=UTC), "month"))  # the worker's month
+    assert Split.of(date(2026, 12, 2)).seed_from == date(2026, 12, 2)  # none: from the cutover on
