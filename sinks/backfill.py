@@ -12,15 +12,19 @@ work in bulk:
   lines it is not sure of go to the Python admission, which accepts or refuses them with
   the worker's reasons. Accepted lines become rows of ``events``, refused ones rows of
   ``dead_letters``;
+* accepted events the worker must have too (:class:`Split`: those with a key from the
+  cutover on, and those of the spike agents' baseline weeks) are also forwarded to the live
+  events topic;
 * once the topic is read to the end it had when the backfill began, every rollup key whose
   period starts before its kind's first start from the cutover (``HOTSPOTS_CUTOVER``,
   :func:`hotspots.periods.first_starts`) is written from ``events FINAL``, with its full
   state. The live worker folds the periods from the cutover on, so each key has one writer.
 
 Exactly once, across crashes: the group's offsets are committed only after a chunk's lines
-are in ``events`` and ``dead_letters``. A crash before that reads the chunk again, and both
-tables keep one row per event (ReplacingMergeTree on the event's key, read with FINAL) and
-per (reason, source). The build reads ``events FINAL``, where the sink's live events land
+are in ``events`` and ``dead_letters`` and its forwards are acknowledged. A crash before
+that reads the chunk again; both tables keep one row per event (ReplacingMergeTree on the
+event's key, read with FINAL) and per (reason, source), and the worker's seen table counts
+a forward sent twice once. The build reads ``events FINAL``, where the sink's live events land
 too, and writes whole states: running it again changes nothing, and it counts a late live
 event of a period before the cutover once it runs again (``--build-only``); until then
 ``reconcile`` reports that key as drifted.
