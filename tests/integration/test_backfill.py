@@ -96,7 +96,7 @@ def test_a_backfill_killed_mid_load_counts_every_event_once(live_stack, tmp_path
     # kill came between the send and the commit (the worker's seen table counts it once).
     sent = KafkaConsumer(settings.events_topic, bootstrap_servers=live_stack.bootstrap,
                          auto_offset_reset="earliest", consumer_timeout_ms=5000)
-    forwarded = [orjson.loads(r.value)["event_id"] for r in sent]
+    forwarded = [orjson.loads(line)["event_id"] for r in sent for line in r.value.split(b"\n")]
     sent.close()
     seeds = [e for e in events if e.occurred_at.astimezone(LONDON).date() >= date(2018, 12, 17)]
     assert len(seeds) > len(live)
