@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -182,81 +183,84 @@ def accepted_line(event: Event, raw: bytes, partition: int, offset: int, index: 
 # more, twelfth pass). Kafka is the durable copy until the chunk's offsets are committed.
 CHECK_SETTINGS = {**admission_sql.CELL_SETTINGS, "parallel_view_processing": 1}
 _EVENT_COLUMNS = (*accepted_topic.FIELDS[:-1], "payload")  # all but src, the source position
-BUFFERS = ("backfill_records", "backfill_unsure", "backfill_live")
-_VIEWS = ("backfill_sure", "backfill_not_sure", "backfill_to_live", "backfill_checked")
+# The backfill's own tables are named ``<tables>_<name>``. On a server each run has its own
+# (two runs at once must not check or empty each other's buffer); the embedded store is one
+# process's, so there it is always "backfill" and a killed run's leftovers are replaced.
+BUFFERS = ("records", "unsure", "live")
+_VIEWS = ("sure", "not_sure", "to_live", "checked")
 
 
-def sql_schema(admission: Any, split: Split) -> list[str]:
+def sql_schema(admission: Any, split: Split, tables: str = "backfill") -> list[str]:
     """The backfill's tables, ``{db}`` left to fill in (with str.replace: the checks hold braces)."""
     checked = admission_sql.accepted_select(
         admission, "SELECT 0 AS partition, 0 AS offset, 0 AS bulk, 0 AS line_index, '' AS line",
         passing="toUInt32(partition) AS partition, toUInt64(offset) AS offset, "
                 "toUInt8(bulk) AS bulk, toUInt32(line_index) AS line_index")
+    t = f"{{db}}.{tables}_"
     return [
-        """CREATE TABLE IF NOT EXISTS {db}.backfill_records (partition UInt32, offset UInt64,
+        f"""CREATE TABLE IF NOT EXISTS {t}records (partition UInt32, offset UInt64,
              bulk UInt8, value String) ENGINE = Memory""",
-        """CREATE TABLE IF NOT EXISTS {db}.backfill_unsure (partition UInt32, offset UInt64, bulk UInt8,
+        f"""CREATE TABLE IF NOT EXISTS {t}unsure (partition UInt32, offset UInt64, bulk UInt8,
              line_index UInt32, line String) ENGINE = MergeTree ORDER BY (partition, offset, line_index)""",
-        # One check per line, two destinations: a Null table and a view for each. The
-        # checks change with the contract: built again on every start (see start_sql).
-        f"CREATE TABLE {{db}}.backfill_checked ENGINE = Null EMPTY AS {checked}",
-        f"""CREATE MATERIALIZED VIEW {{db}}.backfill_sure TO {{db}}.events AS
-            SELECT {", ".join(_EVENT_COLUMNS)} FROM {{db}}.backfill_checked WHERE sure""",
-        """CREATE MATERIALIZED VIEW {db}.backfill_not_sure TO {db}.backfill_unsure AS
-           SELECT partition, offset, bulk, line_index, payload AS line
-           FROM {db}.backfill_checked WHERE NOT sure""",
-        """CREATE TABLE IF NOT EXISTS {db}.backfill_live (partition UInt32, offset UInt64, bulk UInt8,
+        f"""CREATE TABLE IF NOT EXISTS {t}live (partition UInt32, offset UInt64, bulk UInt8,
              line_index UInt32, cell6 UInt64, line String) ENGINE = Memory""",
-        f"""CREATE MATERIALIZED VIEW {{db}}.backfill_to_live TO {{db}}.backfill_live AS
+        # One check per line, three destinations: a Null table and a view for each. The
+        # checks change with the contract: built again on every start (see start_sql).
+        f"CREATE TABLE {t}checked ENGINE = Null EMPTY AS {checked}",
+        f"""CREATE MATERIALIZED VIEW {t}sure TO {{db}}.events AS
+            SELECT {", ".join(_EVENT_COLUMNS)} FROM {t}checked WHERE sure""",
+        f"""CREATE MATERIALIZED VIEW {t}not_sure TO {t}unsure AS
+           SELECT partition, offset, bulk, line_index, payload AS line FROM {t}checked WHERE NOT sure""",
+        f"""CREATE MATERIALIZED VIEW {t}to_live TO {t}live AS
             SELECT partition, offset, bulk, line_index, cell6, payload AS line
-            FROM {{db}}.backfill_checked WHERE sure AND ({split.forwards_sql()})""",
+            FROM {t}checked WHERE sure AND ({split.forwards_sql()})""",
     ]
 
 
-def start_sql(store: Store, admission: Any, split: Split) -> None:
+def start_sql(store: Store, admission: Any, split: Split, tables: str = "backfill") -> None:
     """The backfill's tables, the checks and the cutover made afresh, the buffers empty (a
     crashed run's rows there were never committed: Kafka gives them again)."""
-    db = store.database
-    for name in _VIEWS:
-        store.command(f"DROP TABLE IF EXISTS {db}.{name}")
-    for statement in sql_schema(admission, split):
-        store.command(statement.replace("{db}", db))
-    for name in BUFFERS:
-        store.command(f"TRUNCATE TABLE {db}.{name}")
+    drop_sql(store, tables)
+    for statement in sql_schema(admission, split, tables):
+        store.command(statement.replace("{db}", store.database))
+
+
+def drop_sql(store: Store, tables: str) -> None:
+    for name in (*_VIEWS, *BUFFERS):
+        store.command(f"DROP TABLE IF EXISTS {store.database}.{tables}_{name}")
 
 
 Forward = tuple[bytes, bytes, str]  # (key, the line as it came, where it came from)
 
 
 def check_chunk(store: Store, admission: Any, topic: str, now: datetime,
-                split: Split) -> tuple[int, list[Forward]]:
+                split: Split, tables: str = "backfill") -> tuple[int, list[Forward]]:
     """Check the lines of every landed record, decide the unsure ones in Python, and empty
     the buffer. Returns the number of lines dead-lettered, and the accepted lines the
     worker must have too (:meth:`Split.forwards`)."""
-    db = store.database
+    t = f"{store.database}.{tables}_"
     # A bulk record's blank lines are skipped, as the worker skips them.
     source = f"""SELECT partition, offset, bulk, toUInt32(i - 1) AS line_index, line FROM (
                    SELECT partition, offset, bulk,
                           if(bulk = 1, splitByChar('\\n', value), [value]) AS lines
-                   FROM {db}.backfill_records)
+                   FROM {t}records)
                  ARRAY JOIN lines AS line, arrayEnumerate(lines) AS i
                  WHERE NOT (bulk = 1 AND match(line, '^[ \\t\\r\\x0b\\x0c]*$'))"""
     checked = admission_sql.accepted_select(admission, source,
                                             passing="partition, offset, bulk, line_index")
-    store.command(f"INSERT INTO {db}.backfill_checked {checked}", settings=CHECK_SETTINGS)
+    store.command(f"INSERT INTO {t}checked {checked}", settings=CHECK_SETTINGS)
     chunk = Chunk()
     # In hex: the bytes as they came, even those that are not UTF-8.
-    for row in store.query("SELECT partition, offset, bulk, line_index, hex(line) AS line "
-                           "FROM {db}.backfill_unsure"):
+    for row in store.query(f"SELECT partition, offset, bulk, line_index, hex(line) AS line FROM {t}unsure"):
         _admit(chunk, admission, bytes.fromhex(row["line"]), topic, row["partition"], row["offset"],
                bool(row["bulk"]), row["line_index"], now, split)
-    for row in store.query("SELECT partition, offset, bulk, line_index, cell6, hex(line) AS line "
-                           "FROM {db}.backfill_live"):
+    for row in store.query(f"SELECT partition, offset, bulk, line_index, cell6, hex(line) AS line "
+                           f"FROM {t}live"):
         source = where(f"{topic}[{row['partition']}]@{row['offset']}", bool(row["bulk"]), row["line_index"])
         chunk.forward.append((to_str(row["cell6"]).encode(), bytes.fromhex(row["line"]), source))
     _write(store, chunk.lines, chunk.letters)
     for name in BUFFERS:
-        store.command(f"TRUNCATE TABLE {db}.{name}")
+        store.command(f"TRUNCATE TABLE {t}{name}")
     return len(chunk.letters), chunk.forward
 
 
@@ -283,7 +287,7 @@ def _write(store: Store, lines: list[bytes], letters: list[dict[str, Any]]) -> N
 
 
 def _rowbinary(partition: int, offset: int, bulk: bool, value: bytes) -> bytes:
-    """One backfill_records row in RowBinary: the record's bytes need no escaping."""
+    """One row of the records buffer in RowBinary: the record's bytes need no escaping."""
     return b"".join((partition.to_bytes(4, "little"), offset.to_bytes(8, "little"),
                      b"\x01" if bulk else b"\x00", rowbinary_string(value)))
 
@@ -315,7 +319,7 @@ class Chunk:
 
     def __init__(self) -> None:
         # Written to the store after each poll, committed only at the end of the chunk:
-        self.body: list[bytes] = []  # backfill_records rows (the store's check)
+        self.body: list[bytes] = []  # rows of the records buffer (the store's check)
         self.lines: list[bytes] = []  # accepted lines (the Python check)
         self.letters: list[dict[str, Any]] = []
         self.dead = 0  # lines (or records) dead-lettered
@@ -368,8 +372,9 @@ def _load(store: Store, settings: SinkSettings, check: str, report: Report,
           echo: Callable[[str], object], lines: int | None, split: Split) -> None:
     topic = settings.history_topic
     admission = settings.admission()
+    tables = "backfill" if store.embedded else f"backfill_{uuid.uuid4().hex[:12]}"
     if check == "store":
-        start_sql(store, admission, split)
+        start_sql(store, admission, split, tables)
     consumer = _consumer(settings)
     forwarder = Forwarder(settings)
     try:
@@ -400,11 +405,11 @@ def _load(store: Store, settings: SinkSettings, check: str, report: Report,
                     chunk.next[tp] = record.offset + 1
                     report.records += 1
                     if chunk.size - chunk.landed >= LAND_LINES:
-                        _land(store, chunk)
-            _land(store, chunk)
+                        _land(store, chunk, tables)
+            _land(store, chunk, tables)
             if chunk.next and (chunk.size >= settings.backfill_chunk or done()):
                 if check == "store":
-                    dead, forward = check_chunk(store, admission, topic, now, split)
+                    dead, forward = check_chunk(store, admission, topic, now, split, tables)
                     chunk.dead += dead
                     chunk.forward += forward
                 report.forwarded += forwarder.send(chunk.forward)
@@ -419,6 +424,8 @@ def _load(store: Store, settings: SinkSettings, check: str, report: Report,
     finally:
         consumer.close(autocommit=False)
         forwarder.close()
+        if check == "store":
+            drop_sql(store, tables)
 
 
 # Lines a landing insert takes. Each is a block of the Memory buffer, which the check reads
@@ -427,10 +434,10 @@ def _load(store: Store, settings: SinkSettings, check: str, report: Report,
 LAND_LINES = 20_000
 
 
-def _land(store: Store, chunk: Chunk) -> None:
+def _land(store: Store, chunk: Chunk, tables: str) -> None:
     """Write what the chunk holds so far; idempotent, so rewritten after a crash."""
     if chunk.body:
-        store.insert_raw("backfill_records", ("partition", "offset", "bulk", "value"),
+        store.insert_raw(f"{tables}_records", ("partition", "offset", "bulk", "value"),
                          b"".join(chunk.body), "RowBinary")
         chunk.body = []
     _write(store, chunk.lines, chunk.letters)

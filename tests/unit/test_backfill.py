@@ -23,6 +23,7 @@ from sinks.backfill import (
     accepted_line,
     build_rollups,
     check_chunk,
+    drop_sql,
     has_live_key,
     start_sql,
 )
@@ -158,3 +159,26 @@ def test_the_spike_baselines_weeks_are_forwarded_too_and_no_earlier_day() -> Non
     assert not split.forwards(event(datetime(2026, 11, 20, tzinfo=UTC), "month"))  # no week to compare
     assert split.forwards(event(datetime(2027, 1, 20, tzinfo=UTC), "month"))  # the worker's month
     assert Split.of(date(2026, 12, 2)).seed_from == date(2026, 12, 2)  # none: from the cutover on
+
+
+def test_two_runs_on_one_store_keep_to_their_own_buffers(store) -> None:
+    """On a server two backfills may run at once: one's check must neither take nor empty
+    the other's landed records (they would be committed unchecked)."""
+    admission, now, split = WorkerSettings().admission(), datetime.now(UTC), Split.of(date(2100, 1, 1))
+    for tables in ("backfill_a", "backfill_b"):
+        start_sql(store, admission, split, tables)
+    try:
+        store.insert_raw("backfill_a_records", ("partition", "offset", "bulk", "value"),
+                         _rowbinary(0, 1, False, _event(8, event_id="histtwo-a")), "RowBinary")
+        store.insert_raw("backfill_b_records", ("partition", "offset", "bulk", "value"),
+                         _rowbinary(0, 1, False, b"not json"), "RowBinary")
+        assert check_chunk(store, admission, "two.b", now, split, "backfill_b") == (1, [])
+        assert store.query("SELECT count() AS n FROM {db}.backfill_a_records")[0]["n"] == 1
+        assert check_chunk(store, admission, "two.a", now, split, "backfill_a") == (0, [])
+        assert store.query("SELECT count() AS n FROM {db}.events FINAL WHERE event_id = 'histtwo-a'"
+                           )[0]["n"] == 1
+    finally:
+        for tables in ("backfill_a", "backfill_b"):
+            drop_sql(store, tables)
+    assert not store.query(f"SELECT name FROM system.tables WHERE database = '{store.database}' "
+                           "AND startsWith(name, 'backfill_a')")
