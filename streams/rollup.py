@@ -121,7 +121,8 @@ def rollup_groups(event: Event, cells: dict[int, int], day: date | None = None,
     (:func:`live_from`) leaves out the keys of periods that start before the cutover: the
     history build writes those. The worker's hot path: no key objects.
     """
-    month, week, day_text = day_labels(day or local_date(event.occurred_at))
+    day = day or local_date(event.occurred_at)
+    month, week, day_text = day_labels(day)
     if since is not None:
         return _since(rollup_groups(event, cells, day), since, f"{month}-01", week, day_text)
     kind = event.kind
