@@ -230,7 +230,7 @@ def drop_sql(store: Store, tables: str) -> None:
         store.command(f"DROP TABLE IF EXISTS {store.database}.{tables}_{name}")
 
 
-Forward = tuple[bytes, bytes, str]  # (key, the line as it came, where it came from)
+Forward = tuple[bytes, bytes]  # (key, the line as it came)
 
 
 def check_chunk(store: Store, admission: Any, topic: str, now: datetime,
@@ -254,10 +254,8 @@ def check_chunk(store: Store, admission: Any, topic: str, now: datetime,
     for row in store.query(f"SELECT partition, offset, bulk, line_index, hex(line) AS line FROM {t}unsure"):
         _admit(chunk, admission, bytes.fromhex(row["line"]), topic, row["partition"], row["offset"],
                bool(row["bulk"]), row["line_index"], now, split)
-    for row in store.query(f"SELECT partition, offset, bulk, line_index, cell6, hex(line) AS line "
-                           f"FROM {t}live"):
-        source = where(f"{topic}[{row['partition']}]@{row['offset']}", bool(row["bulk"]), row["line_index"])
-        chunk.forward.append((to_str(row["cell6"]).encode(), bytes.fromhex(row["line"]), source))
+    for row in store.query(f"SELECT cell6, hex(line) AS line FROM {t}live"):
+        chunk.forward.append((to_str(row["cell6"]).encode(), bytes.fromhex(row["line"])))
     _write(store, chunk.lines, chunk.letters)
     for name in BUFFERS:
         store.command(f"TRUNCATE TABLE {t}{name}")
@@ -276,7 +274,7 @@ def _admit(chunk: Chunk, admission: Any, raw: bytes, topic: str, partition: int,
         return
     chunk.lines.append(accepted_line(event, raw, partition, offset, index))
     if split.forwards(event):
-        chunk.forward.append((partition_key(event.lat, event.lon), raw, origin))
+        chunk.forward.append((partition_key(event.lat, event.lon), raw))
 
 
 def _write(store: Store, lines: list[bytes], letters: list[dict[str, Any]]) -> None:
@@ -494,7 +492,7 @@ class Forwarder:
         futures = []
         bulks: dict[int, list[list[bytes]]] = {}  # partition -> its records' lines
         size: dict[int, int] = {}  # partition -> bytes of its last record
-        for key, raw, _ in forward:
+        for key, raw in forward:
             if b"\n" in raw:  # a single record's event written over lines: as it came
                 futures.append(self.producer.send(topic, key=key, value=raw, headers=[
                     *headers, ("content-type", CONTENT_TYPE.encode())]))

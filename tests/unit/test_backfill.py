@@ -96,9 +96,8 @@ def test_the_store_s_admission_loads_each_event_once_and_dead_letters_the_rest(s
         dead, forward = check_chunk(store, admission, "t.events.v1", now, split)
         assert dead == 3
         key = partition_key(51.73, 0.47)
-        assert sorted(forward) == [(key, single, "t.events.v1[1]@3"),
-                                   (key, bulk.split(b"\n")[4], "t.events.v1[0]@7#4"),
-                                   (key, bulk.split(b"\n")[8], "t.events.v1[0]@7#8")]
+        assert sorted(forward) == sorted([(key, single), (key, bulk.split(b"\n")[4]),
+                                          (key, bulk.split(b"\n")[8])])
     rows = store.query("SELECT event_id, charged, force FROM {db}.events FINAL "
                        "WHERE startsWith(event_id, 'histsql-') ORDER BY event_id")
     assert [(r["event_id"], r["charged"]) for r in rows] == [
