@@ -154,9 +154,9 @@ def produce_synthetic(data_dir: Path | None, seed: int) -> None:
     click.echo(f"produced {sent} events (seed {seed})")
 
 
-def BULK(default: int) -> Any:
+def BULK(default: int | None, shown: str | None = None) -> Any:
     return click.option(
-        "--bulk", type=click.IntRange(0, 10000), default=default, show_default=True,
+        "--bulk", type=click.IntRange(0, 10000), default=default, show_default=shown or True,
         help="Events packed into one Kafka record per partition (0: one record per event). A "
              "bulk is sent when full or when its first event has waited HOTSPOTS_BULK_LINGER_MS "
              "(20 ms), so live feeds use it too: the worker's cost is mostly per record.")
@@ -196,14 +196,21 @@ def _publish(config: stack.StackConfig, items: Any, source: str, rate: float | N
 @DATA_DIR
 @click.argument("source", type=click.File("rb"))
 @click.option("--rate", type=float, default=None, help="Events per second (default: as fast as possible).")
-@BULK(default=100)
+@BULK(default=None, shown="100; 2000 with --history")
 @HISTORY
-def produce_jsonl(data_dir: Path | None, source: Any, rate: float | None, bulk: int, history: bool) -> None:
-    """Events as JSON lines in the contract's shape, from FILE or - (stdin)."""
+def produce_jsonl(data_dir: Path | None, source: Any, rate: float | None, bulk: int | None,
+                  history: bool) -> None:
+    """Events as JSON lines in the contract's shape, from FILE or - (stdin).
+
+    With --history the lines are framed as they came, 2,000 to a record unless --bulk says
+    otherwise: `hotspots backfill` checks each one by the contract, with the worker's reasons."""
     from hotspots.contract import InvalidEvent
     from producers.publisher import Rejected
 
     config = _config(data_dir)
+    if history:
+        _frame_history(config, source, rate, bulk)
+        return
     admission = ProducerSettings().admission()
     name = getattr(source, "name", "-")
     reasons: dict[str, int] = {}
@@ -219,10 +226,41 @@ def produce_jsonl(data_dir: Path | None, source: Any, rate: float | None, bulk: 
                 reasons[exc.reason] = reasons.get(exc.reason, 0) + 1
                 yield Rejected(line, exc.reason, exc.detail, f"jsonl:{name}:{number}")
 
-    sent, dead = _publish(config, items(), f"jsonl:{name}", rate, bulk=bulk, history=history)
+    sent, dead = _publish(config, items(), f"jsonl:{name}", rate, bulk=100 if bulk is None else bulk)
     click.echo(render({"produced": sent, "dead_lettered": dead, **{f"rejected.{k}": v
                        for k, v in sorted(reasons.items())}}, "json"))
     if dead:
+        sys.exit(3)
+
+
+def _frame_history(config: stack.StackConfig, source: Any, rate: float | None, bulk: int | None) -> None:
+    """`produce jsonl --history`: the file's lines onto the history topic, unchecked."""
+    from kafka.errors import KafkaError
+
+    from producers.history import HISTORY_BULK, HistoryFramer
+    from producers.publisher import Pacer, PublishError
+
+    settings = ProducerSettings(bootstrap=config.bootstrap, topic_prefix=config.topic_prefix)
+    pacer = Pacer(rate, None)
+    lines = source
+    if rate or pacer.show:  # a tick a line costs the producer: only when it does something
+        def paced() -> Any:
+            for line in source:
+                pacer.tick()
+                yield line
+        lines = paced()
+    try:
+        with HistoryFramer(settings, f"jsonl:{getattr(source, 'name', '-')}",
+                           HISTORY_BULK if bulk is None else bulk) as framer:
+            framer.add(lines)
+            framer.flush()
+    except (PublishError, KafkaError) as exc:
+        _fail(str(exc))
+    finally:
+        pacer.close()
+    click.echo(render({"produced": framer.acked, "dead_lettered": framer.dead_lettered,
+                       "checked": "by hotspots backfill"}, "json"))
+    if framer.dead_lettered:
         sys.exit(3)
 
 

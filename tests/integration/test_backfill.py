@@ -144,7 +144,7 @@ def test_backfill_on_the_live_stack_pauses_the_sink_and_the_map_has_the_history(
     assert later
     source = tmp_path / "history.jsonl"
     source.write_bytes(b"\n".join(encode_event(e) for e in events + later) + b"\n")
-    produced = json.loads(run_cli(live_stack, "produce", "jsonl", str(source), "--history", "--bulk", "500"))
+    produced = json.loads(run_cli(live_stack, "produce", "jsonl", str(source), "--history"))
     assert produced["produced"] == len(events) + len(later)
     # No spike baselines' weeks: the session's worker has no cutover, and would fold them.
     proc = subprocess.run([sys.executable, "-m", "hotspots.cli", "backfill",
