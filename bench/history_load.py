@@ -8,8 +8,9 @@ rollups topic); a 10-year replay touches each key about once, so that state cost
 as the events (docs/bench.md, ninth pass). The backfill does it the other way round
 (docs/bench.md, tenth to twelfth passes). On the same broker and events as ``bench.pipeline``:
 
-* a producer frames N events (``bench.pipeline.event_lines``) as they are, 500 to a bulk
-  record, onto the history topic (:func:`frame`: nothing is checked there), while
+* a producer frames N events (``bench.pipeline.event_lines``) as they are onto the history
+  topic, as ``hotspots produce jsonl --history`` does (:func:`frame`; 2,000 to a bulk record,
+  nothing checked there), while
 * a loader process runs the product's backfill: its group reads the records, the store
   checks their lines a chunk at a time (``--check store``; or the Python admission) into
   ``events``, and the offsets are committed after each chunk;
@@ -42,8 +43,8 @@ from bench.pipeline import (
     machine,
 )
 from hotspots import stack
-from hotspots.contract import BULK_CONTENT_TYPE, CONTRACT_VERSION
 from hotspots.settings import ProducerSettings, SinkSettings
+from producers.history import HISTORY_BULK
 from sinks.backfill import backfill
 from sinks.reconcile import reconcile
 from sinks.store import Store
@@ -86,25 +87,17 @@ def _next(proc: Any, out: Any, timeout: float) -> Any:
 
 
 def frame(config: stack.StackConfig, lines: list[bytes], bulk: int) -> float:
-    """A replay file's lines sent as they are, ``bulk`` to a record (the product's bulk
-    content type, partitions in turn), with the product producer's settings; seconds taken.
-    Nothing is checked here: the loader's admission does that, for every line."""
-    from producers.publisher import kafka_producer
+    """A replay file's lines framed as ``hotspots produce jsonl --history`` frames them
+    (producers.history: ``bulk`` to a record, nothing checked there, the product producer's
+    settings); seconds taken until every line is acknowledged."""
+    from producers.history import HistoryFramer
 
     settings = ProducerSettings(bootstrap=config.bootstrap, topic_prefix=config.topic_prefix)
-    producer = kafka_producer(settings)
-    headers = [("contract", f"v{CONTRACT_VERSION}".encode()), ("content-type", BULK_CONTENT_TYPE.encode()),
-               ("source", b"bench")]
     started = time.perf_counter()
-    partitions = len(producer.partitions_for(settings.history_topic) or ())
-    futures = []
-    for n, first in enumerate(range(0, len(lines), bulk)):
-        futures.append(producer.send(settings.history_topic, value=b"\n".join(lines[first:first + bulk]),
-                                     partition=n % partitions, headers=headers))
-    producer.flush(timeout=600)
-    producer.close()
-    acked = sum(min(bulk, len(lines) - i * bulk) for i, f in enumerate(futures) if f.succeeded())
-    assert acked == len(lines), (acked, len(lines))
+    with HistoryFramer(settings, "bench", bulk) as framer:
+        framer.add(lines)
+        framer.flush()
+    assert framer.acked == len(lines), (framer.acked, len(lines))
     return time.perf_counter() - started
 
 
@@ -151,7 +144,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--bulk", type=int, default=500)
+    parser.add_argument("--bulk", type=int, default=HISTORY_BULK)
     parser.add_argument("--check", choices=("store", "python"), default="store",
                         help="who checks each line by the contract: the store (sinks.admission_sql, "
                              "the backfill's default on chDB) or Python (its way on a server)")
