@@ -5,7 +5,9 @@ tests/integration/test_backfill.py."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import orjson
 from hypothesis import given, settings
@@ -181,3 +183,18 @@ def test_two_runs_on_one_store_keep_to_their_own_buffers(store) -> None:
             drop_sql(store, tables)
     assert not store.query(f"SELECT name FROM system.tables WHERE database = '{store.database}' "
                            "AND startsWith(name, 'backfill_a')")
+
+
+def test_every_product_reader_of_events_reads_it_with_final() -> None:
+    """The backfill's check and build insert without the replacing merge of their own block
+    (optimize_on_insert = 0), so an event can sit in events twice until a background merge:
+    every query the product makes of events must read it with FINAL."""
+    root = Path(__file__).resolve().parents[2]
+    reads = re.compile(r"(?:FROM|JOIN)\s+[\w{}.]*\bevents\b(\s+FINAL)?")
+    found = []
+    for folder in ("hotspots", "sinks", "streams", "dashboards"):
+        for path in (root / folder).rglob("*"):
+            if path.suffix in {".py", ".json", ".sql", ".js", ".html"}:
+                found += [(path.name, m.group(1)) for m in reads.finditer(path.read_text())]
+    assert len(found) >= 5  # the scan sees the product's readers (drill-down, reconcile, build...)
+    assert [name for name, final in found if not final] == []
