@@ -168,15 +168,23 @@ HISTORY = click.option(
 
 
 def _publish(config: stack.StackConfig, items: Any, source: str, rate: float | None,
-             total: int | None = None, bulk: int = 0, history: bool = False) -> tuple[int, int]:
-    """Send events and dead letters; return (events acknowledged, records dead-lettered)."""
-    from producers.publisher import EventPublisher, Pacer, PublishError, Rejected
+             total: int | None = None, bulk: int | None = 0, history: bool = False) -> tuple[int, int]:
+    """Send events and dead letters; return (events acknowledged, records dead-lettered).
+    ``bulk`` None: 500 events a record, or for the history topic the history framer's
+    records (producers.history), which no live worker has to wait for."""
+    from producers.history import HISTORY_BULK, HISTORY_BULK_BYTES
+    from producers.publisher import BULK_BYTES, EventPublisher, Pacer, PublishError, Rejected
 
     settings = ProducerSettings(bootstrap=config.bootstrap, topic_prefix=config.topic_prefix)
     pacer = Pacer(rate, total)
     topic = settings.history_topic if history else None
+    if bulk is None:
+        bulk = HISTORY_BULK if history else 500
+    if history:  # no live worker waits for these: a bulk leaves when full, not after a linger
+        settings = settings.model_copy(update={"bulk_linger_ms": 0})
     try:
-        with EventPublisher(settings, source=source, bulk=bulk, topic=topic) as publisher:
+        with EventPublisher(settings, source=source, bulk=bulk, topic=topic,
+                            bulk_bytes=HISTORY_BULK_BYTES if history else BULK_BYTES) as publisher:
             for item in items:
                 if isinstance(item, Rejected):
                     publisher.send_rejected(item)
@@ -274,10 +282,10 @@ def replay() -> None:
 @click.argument("files", nargs=-1, required=True,
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--rate", type=float, default=None, help="Events per second (default: as fast as possible).")
-@BULK(default=500)
+@BULK(default=None, shown="500; 2000 with --history")
 @HISTORY
 def replay_police_uk(data_dir: Path | None, files: tuple[Path, ...], rate: float | None,
-                     bulk: int, history: bool) -> None:
+                     bulk: int | None, history: bool) -> None:
     """data.police.uk street and stop-and-search CSVs (plain or .csv.gz)."""
     from producers.policeuk import ReplayError, ReplayReport, read_file
 

@@ -75,8 +75,9 @@ class EventPublisher:
     """
 
     def __init__(self, settings: ProducerSettings, source: str, bulk: int = 0,
-                 topic: str | None = None) -> None:
+                 topic: str | None = None, bulk_bytes: int = BULK_BYTES) -> None:
         self.topic = topic or settings.events_topic  # the history topic for `hotspots backfill`
+        self.bulk_bytes = bulk_bytes
         self.dlq_topic = settings.dlq_topic
         self.dead_lettered = 0
         self.source = source.encode()
@@ -141,7 +142,7 @@ class EventPublisher:
         line = encode_event(event)
         with self._bulk_lock:
             waiting = self._bulks.get(partition)
-            if waiting and self._bulk_bytes[partition] + len(line) + 1 > BULK_BYTES:
+            if waiting and self._bulk_bytes[partition] + len(line) + 1 > self.bulk_bytes:
                 self._send_bulk(partition)
                 waiting = None
             if waiting is None:

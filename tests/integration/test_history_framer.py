@@ -19,7 +19,8 @@ from hotspots.contract import BULK_CONTENT_TYPE, MAX_RECORD_BYTES
 from hotspots.kafka_security import kafka_kwargs
 from hotspots.settings import ProducerSettings
 from hotspots.topics import end_offsets, ensure_topics
-from producers.history import HISTORY_BULK_BYTES, HistoryFramer
+from producers.history import HISTORY_BULK, HISTORY_BULK_BYTES, HistoryFramer
+from tests.shared_data import ESSEX_CSVS, needs
 
 pytestmark = pytest.mark.integration
 
@@ -79,3 +80,23 @@ def test_a_record_stays_under_kafkas_limit_whatever_the_line_count(settings) -> 
     records = read_all(settings, settings.history_topic)
     assert len(records) > 1 and all(len(r.value) <= HISTORY_BULK_BYTES for r in records)
     assert sum(len(r.value.split(b"\n")) for r in records) == 200
+
+
+MONTH = ESSEX_CSVS / "2025-01-essex-street.csv.gz"
+
+
+@needs(MONTH)
+def test_replay_police_uk_to_the_history_topic_takes_the_history_records(settings, tmp_path) -> None:
+    out = subprocess.run([sys.executable, "-m", "hotspots.cli", "replay", "police-uk", str(MONTH),
+                          "--history", "--data-dir", str(tmp_path / "none")],
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "HOTSPOTS_BOOTSTRAP": settings.bootstrap,
+                              "HOTSPOTS_TOPIC_PREFIX": settings.topic_prefix})
+    assert out.returncode == 0, out.stderr
+    acknowledged = json.loads(out.stdout)["acknowledged"]
+    records = read_all(settings, settings.history_topic)
+    sizes = [len(r.value.split(b"\n")) for r in records]
+    assert sum(sizes) == acknowledged > 4 * HISTORY_BULK
+    # Records of the history's size (the live feed's are 500 events at most), by cell's partition.
+    assert max(sizes) == HISTORY_BULK and all(len(r.value) <= HISTORY_BULK_BYTES for r in records)
+    assert all(dict(r.headers)["content-type"] == BULK_CONTENT_TYPE.encode() for r in records)
