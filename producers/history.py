@@ -15,11 +15,10 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
-from kafka.errors import KafkaError
 
 from hotspots.contract import BULK_CONTENT_TYPE, CONTRACT_VERSION, MAX_RECORD_BYTES, dead_letter
 from hotspots.settings import ProducerSettings
-from producers.publisher import PublishError, kafka_producer
+from producers.publisher import PublishError, kafka_producer, wait_for_acks
 
 HISTORY_BULK = 2000  # lines a record
 # Under Kafka's 1 MB default message limit (and kafka-python's max_request_size), with room
@@ -98,13 +97,7 @@ class HistoryFramer:
     def flush(self, timeout: float = 600.0) -> None:
         """Send what waits and wait for every acknowledgement; raises if any send failed."""
         self._send()
-        try:
-            self.producer.flush(timeout=timeout)
-        except KafkaError as exc:
-            raise PublishError(f"flush failed: {exc}; lines acknowledged so far: {self.acked}") from None
-        if self.failed:
-            raise PublishError(f"{len(self.failed)} sends not acknowledged (first: {self.failed[0]}); "
-                               f"lines acknowledged: {self.acked}")
+        wait_for_acks(self, timeout, "lines")
 
     def close(self) -> None:
         self.producer.close(timeout=10)

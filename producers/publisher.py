@@ -63,6 +63,18 @@ def kafka_producer(settings: ProducerSettings) -> KafkaProducer:
         raise PublishError(connect_failure(settings, exc)) from None
 
 
+def wait_for_acks(sender: Any, timeout: float, what: str) -> None:
+    """Flush ``sender.producer`` and raise if any send failed (``sender.failed``), saying how
+    many of ``what`` the broker acknowledged (``sender.acked``)."""
+    try:
+        sender.producer.flush(timeout=timeout)
+    except KafkaError as exc:
+        raise PublishError(f"flush failed: {exc}; {what} acknowledged so far: {sender.acked}") from None
+    if sender.failed:
+        raise PublishError(f"{len(sender.failed)} sends not acknowledged (first: {sender.failed[0]}); "
+                           f"{what} acknowledged: {sender.acked}")
+
+
 class EventPublisher:
     """Sends events and counts what the broker acknowledged; only acknowledged counts as sent.
 
@@ -186,13 +198,7 @@ class EventPublisher:
         with self._bulk_lock:
             for partition in list(self._bulks):
                 self._send_bulk(partition)
-        try:
-            self.producer.flush(timeout=timeout)
-        except KafkaError as exc:
-            raise PublishError(f"flush failed: {exc}; acknowledged so far: {self.acked}") from None
-        if self.failed:
-            raise PublishError(f"{len(self.failed)} events not acknowledged (first: "
-                               f"{self.failed[0]}); acknowledged: {self.acked}")
+        wait_for_acks(self, timeout, "events")
 
     def close(self) -> None:
         self._closed.set()
