@@ -21,8 +21,8 @@ from hotspots.settings import ProducerSettings
 from producers.publisher import PublishError, kafka_producer, wait_for_acks
 
 HISTORY_BULK = 2000  # lines a record
-# Under Kafka's 1 MB default message limit (and kafka-python's max_request_size), with room
-# for one more line of the contract's largest.
+# Under Kafka's 1 MB default message limit and kafka-python's max_request_size, which count
+# the record's headers and framing too: 64 KiB to spare.
 HISTORY_BULK_BYTES = 1024 * 1024 - 4 * MAX_RECORD_BYTES
 
 
