@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from hotspots.contract import MEASURES
+from hotspots.contract import MEASURES, bulks
 
 MAGIC = b"A2\n"
 FIELDS: tuple[str, ...] = (
@@ -42,16 +42,8 @@ def envelope(lines: list[bytes]) -> bytes:
 
 def envelopes(lines: list[bytes], limit: int) -> Iterator[bytes]:
     """Envelopes of the lines, each at most ``limit`` bytes (or one oversized line)."""
-    chunk: list[bytes] = []
-    size = len(MAGIC)
-    for item in lines:
-        if chunk and size + len(item) + 1 > limit:
-            yield envelope(chunk)
-            chunk, size = [], len(MAGIC)
-        chunk.append(item)
-        size += len(item) + 1
-    if chunk:
-        yield envelope(chunk)
+    for run in bulks(lines, len(lines), limit - len(MAGIC)):
+        yield envelope(run)
 
 
 def decode(envelope: bytes) -> Iterator[tuple[list[Any], str]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, get_args
@@ -404,6 +405,21 @@ def dead_letter(raw: bytes, reason: str, detail: str, source: str) -> dict[str, 
     """A dead-letter record: the original bytes (as text), why they were refused, and where from."""
     return {"reason": reason, "detail": detail[:500], "source": source,
             "raw": raw[:MAX_RECORD_BYTES * 4].decode("utf-8", "replace")}
+
+
+def bulks(lines: Iterable[bytes], most: int, limit: int) -> Iterator[list[bytes]]:
+    """The lines in order, in runs of at most ``most`` lines whose newline-joined size is at
+    most ``limit`` bytes (a longer line alone): one run a bulk record or envelope."""
+    run: list[bytes] = []
+    size = 0
+    for item in lines:
+        if run and (len(run) >= most or size + len(item) + 1 > limit):
+            yield run
+            run, size = [], 0
+        run.append(item)
+        size += len(item) + 1
+    if run:
+        yield run
 
 
 def where(origin: str, bulk: bool, index: int) -> str:

@@ -11,12 +11,12 @@ Larger records than the live feed's: Kafka's cost, and the producer's, is mostly
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import orjson
 
-from hotspots.contract import BULK_CONTENT_TYPE, CONTRACT_VERSION, MAX_RECORD_BYTES, dead_letter
+from hotspots.contract import BULK_CONTENT_TYPE, CONTRACT_VERSION, MAX_RECORD_BYTES, bulks, dead_letter
 from hotspots.settings import ProducerSettings
 from producers.publisher import PublishError, kafka_producer, wait_for_acks
 
@@ -47,38 +47,30 @@ class HistoryFramer:
             raise PublishError(f"topic {self.topic} has no partitions")
         self._partitions = len(found)
         self._records = 0
-        self._lines: list[bytes] = []
-        self._bytes = 0
         self._headers = [("contract", f"v{CONTRACT_VERSION}".encode()),
                          ("content-type", BULK_CONTENT_TYPE.encode()), ("source", source.encode())]
 
     def add(self, lines: Iterable[bytes], first: int = 1) -> None:
         """Frame ``lines`` (a file's, numbered from ``first`` for the dead letters' source)."""
+        for run in bulks(self._kept(lines, first), self.bulk, HISTORY_BULK_BYTES):
+            self._send(run)
+
+    def _kept(self, lines: Iterable[bytes], first: int) -> Iterator[bytes]:
+        """The lines without their line ends, blank ones skipped and oversized ones dead-lettered."""
         for number, line in enumerate(lines, start=first):
             line = line.rstrip(b"\r\n")
-            size = len(line)
-            if size > MAX_RECORD_BYTES:
+            if len(line) > MAX_RECORD_BYTES:
                 self._dead_letter(line, number)
-                continue
-            if not line.strip():
-                continue
-            if self._bytes + size + 1 > HISTORY_BULK_BYTES:
-                self._send()
-            self._lines.append(line)
-            self._bytes += size + 1
-            if len(self._lines) >= self.bulk:
-                self._send()
+            elif line.strip():
+                yield line
 
-    def _send(self) -> None:
-        if not self._lines:
-            return
-        n = len(self._lines)
+    def _send(self, run: list[bytes]) -> None:
+        n = len(run)
         partition = self._records % self._partitions
-        future = self.producer.send(self.topic, value=b"\n".join(self._lines), partition=partition,
+        future = self.producer.send(self.topic, value=b"\n".join(run), partition=partition,
                                     headers=self._headers)
         future.add_callback(self._ok, n).add_errback(self._err(f"{n} lines for partition {partition}"))
         self._records += 1
-        self._lines, self._bytes = [], 0
 
     def _ok(self, n: int, _meta: Any) -> None:
         self.acked += n
@@ -95,8 +87,7 @@ class HistoryFramer:
         self.dead_lettered += 1
 
     def flush(self, timeout: float = 600.0) -> None:
-        """Send what waits and wait for every acknowledgement; raises if any send failed."""
-        self._send()
+        """Wait for every acknowledgement; raises if any send failed."""
         wait_for_acks(self, timeout, "lines")
 
     def close(self) -> None:

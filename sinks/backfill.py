@@ -52,6 +52,7 @@ from hotspots.contract import (
     MEASURES,
     Event,
     InvalidEvent,
+    bulks,
     dead_letter,
     where,
 )
@@ -493,23 +494,17 @@ class Forwarder:
             raise BackfillError(f"no topic {topic}: the worker's source, where the live events go")
         headers = [("contract", f"v{CONTRACT_VERSION}".encode()), ("source", b"backfill")]
         futures = []
-        bulks: dict[int, list[list[bytes]]] = {}  # partition -> its records' lines
-        size: dict[int, int] = {}  # partition -> bytes of its last record
+        by_partition: dict[int, list[bytes]] = {}
         for key, raw in forward:
             if b"\n" in raw:  # a single record's event written over lines: as it came
                 futures.append(self.producer.send(topic, key=key, value=raw, headers=[
                     *headers, ("content-type", CONTENT_TYPE.encode())]))
                 continue
-            partition = partition_of(key, partitions)
-            lines = bulks.setdefault(partition, [[]])
-            if len(lines[-1]) >= self.BULK or size.get(partition, 0) + len(raw) + 1 > BULK_BYTES:
-                lines.append([])
-                size[partition] = 0
-            lines[-1].append(raw)
-            size[partition] = size.get(partition, 0) + len(raw) + 1
-        for partition, records in bulks.items():
-            futures += [self.producer.send(topic, value=b"\n".join(lines), partition=partition, headers=[
-                *headers, ("content-type", BULK_CONTENT_TYPE.encode())]) for lines in records]
+            by_partition.setdefault(partition_of(key, partitions), []).append(raw)
+        for partition, lines in by_partition.items():
+            futures += [self.producer.send(topic, value=b"\n".join(run), partition=partition, headers=[
+                *headers, ("content-type", BULK_CONTENT_TYPE.encode())])
+                for run in bulks(lines, self.BULK, BULK_BYTES)]
         self.producer.flush(timeout=300)
         for future in futures:
             future.get(timeout=0)  # raises the broker's refusal: nothing is committed then

@@ -7,6 +7,8 @@ from typing import get_args
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hotspots.contract import (
     CONTRACT_FIELDS,
@@ -607,3 +609,14 @@ def test_admit_reports_every_refusal(payload, reason):
     with pytest.raises(InvalidEvent) as info:
         Admission().admit(payload, NOW)
     assert info.value.reason == reason
+
+
+@given(st.lists(st.binary(min_size=0, max_size=40), max_size=60), st.integers(1, 10), st.integers(1, 120))
+def test_bulks_keep_every_line_in_order_within_both_limits(lines, most, limit) -> None:
+    from hotspots.contract import bulks
+
+    runs = list(bulks(lines, most, limit))
+    assert [line for run in runs for line in run] == lines
+    assert all(0 < len(run) <= most for run in runs)
+    # Over the byte limit only as a line too long to share a run.
+    assert all(len(b"\n".join(run)) < limit or len(run) == 1 for run in runs)
