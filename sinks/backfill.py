@@ -127,9 +127,10 @@ def build_rollups(store: Store, where: str = "1", before: dict[str, date] | None
 # sent again after a crash once; the sink lands it in events as the same row.
 
 
-def has_live_key(event: Event, before: dict[str, date]) -> bool:
-    """Whether the worker folds any of the event's rollup keys (streams.rollup.rollup_keys)."""
-    day = local_date(event.occurred_at)
+def has_live_key(event: Event, before: dict[str, date], day: date | None = None) -> bool:
+    """Whether the worker folds any of the event's rollup keys (streams.rollup.rollup_keys);
+    ``day``: its London date, when the caller has it."""
+    day = day or local_date(event.occurred_at)
     if event.time_precision == "month":
         return start_of(day, "month") >= before["month"]
     return any(start_of(day, period) >= first for period, first in before.items())
@@ -161,8 +162,9 @@ class Split:
         return cls(before, start_of(cutover, "week") - timedelta(weeks=spike_weeks))
 
     def forwards(self, event: Event) -> bool:
-        return has_live_key(event, self.before) or (
-            event.time_precision != "month" and local_date(event.occurred_at) >= self.seed_from)
+        day = local_date(event.occurred_at)
+        return has_live_key(event, self.before, day) or (
+            event.time_precision != "month" and day >= self.seed_from)
 
     def forwards_sql(self) -> str:
         """:meth:`forwards` on a row with the events table's columns."""
