@@ -18,7 +18,10 @@ if that is past the hole (its records are gone, say by retention) is the gap acc
 otherwise faust dropped the hole's records again, and they are read again. Records faust
 drops at the end of a partition reveal no hole until another one comes, so a partition that
 has been quiet while its log holds more than its progress is read again from its progress
-(``check_tail``).
+(``check_tail``). So is one whose records are all folded while faust's committed offset
+stays behind the log's end: faust never acknowledged some of them (seen once with a new
+consumer group over folded records), so its consumer lag would never reach zero; read
+again, they are redeliveries, skipped and acknowledged.
 """
 
 from __future__ import annotations
@@ -128,16 +131,31 @@ def first_offset(settings: Any, topic: str, partition: int, offset: int,
 TAIL_IDLE = 10.0  # seconds a partition must be quiet before its tail is checked
 
 
-def tail_seeks(ends: dict[Any, int], done: Any) -> dict[Any, int]:
+def tail_seeks(ends: dict[Any, int], done: Any, committed: Any) -> dict[Any, int]:
     """{partition: offset to read again from} for quiet partitions whose log ends (``ends``)
-    past their progress (``done``: partition number as text -> next offset to fold). A
-    partition with no progress yet has nothing to compare with."""
+    past their progress (``done``: partition number as text -> next offset to fold), or,
+    folded to the end, past faust's committed offset (``committed``: partition -> offset,
+    None or absent when nothing is committed). A partition with no progress yet has
+    nothing to compare with."""
     seeks = {}
     for tp, end in ends.items():
         next_offset = done.get(str(tp.partition))
-        if next_offset is not None and end is not None and end > next_offset:
+        if next_offset is None or end is None:
+            continue
+        behind = committed.get(tp)
+        if end > next_offset:
             seeks[tp] = next_offset
+        elif behind is not None and end > behind:
+            # None: nothing acknowledged yet, and then faust commits from the first record
+            # it is told of; a seek to 0 would not reset its read offset (seek_wait).
+            seeks[tp] = behind
     return seeks
+
+
+def committed_offsets(consumer: Any) -> Any:
+    """faust's committed offset per partition: the last it committed, or found committed
+    when the partition was assigned. faust (0.15.3) has no public accessor for it."""
+    return getattr(consumer, "_committed_offset", {})
 
 
 class SourceProgress:
@@ -174,10 +192,16 @@ class SourceProgress:
         except Exception:  # not started, or mid-rebalance: the next tick looks again
             log.debug("tail check of %s skipped", self.topic, exc_info=True)
             return
-        for tp, offset in tail_seeks(ends, self.table.data).items():
+        done = self.table.data
+        for tp, offset in tail_seeks(ends, done, committed_offsets(self.app.consumer)).items():
             self.heard[tp.partition] = now  # give the records read again time to come
-            log.warning("%s[%d]: offsets %d to %d were never folded; reading again from %d",
-                        self.topic, tp.partition, offset, ends[tp] - 1, offset)
+            if offset < done.get(str(tp.partition)):
+                log.warning("%s[%d]: offsets %d to %d are folded but were never acknowledged "
+                            "(faust's committed offset is %d); reading them again", self.topic,
+                            tp.partition, offset, ends[tp] - 1, offset)
+            else:
+                log.warning("%s[%d]: offsets %d to %d were never folded; reading again from %d",
+                            self.topic, tp.partition, offset, ends[tp] - 1, offset)
             await self._seek(tp.partition, offset)
 
     def mark(self) -> list[Any]:

@@ -8,6 +8,7 @@ was committed and the event never counted.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -225,10 +226,23 @@ def test_agent_asks_the_log_before_it_skips_a_hole(tmp_path, sent, monkeypatch, 
 def test_tail_seeks_only_behind_partitions_with_progress() -> None:
     tp0, tp1, tp2 = (TP("events", p) for p in range(3))
     done = {"0": 7, "1": 7}  # partition 2 has folded nothing yet
-    assert tail_seeks({tp0: 10, tp1: 7, tp2: 5}, done) == {tp0: 7}
+    assert tail_seeks({tp0: 10, tp1: 7, tp2: 5}, done, {}) == {tp0: 7}
 
 
-def test_a_quiet_partition_whose_log_holds_more_is_read_again(tmp_path) -> None:
+def test_tail_seeks_back_to_a_committed_offset_behind_folded_records() -> None:
+    """A new group over folded records (as after the spike agents' upgrade): faust never
+    acknowledged offsets 9 to 11 of partition 0, so it stayed committed at 9 while the log
+    and the progress both reached 12. Read again, they are skipped and acknowledged."""
+    tp0, tp1, tp2, tp3 = (TP("accepted", p) for p in range(4))
+    done = {"0": 12, "1": 11, "2": 11, "3": 10}
+    ends = {tp0: 12, tp1: 11, tp2: 11, tp3: 10}
+    committed = {tp0: 9, tp1: 11, tp2: None}  # 2: nothing acknowledged yet; 3: not known
+    assert tail_seeks(ends, done, committed) == {tp0: 9}
+    # Behind its progress as well: the progress comes first (everything past it is unread).
+    assert tail_seeks({tp0: 14}, done, committed) == {tp0: 12}
+
+
+def test_a_quiet_partition_whose_log_holds_more_is_read_again(tmp_path, caplog) -> None:
     """faust dropped the last records of partition 0 (offsets 7-9): nothing follows them, so no
     hole shows. Once the partition has been quiet, the tail check seeks back to 7."""
     settings = WorkerSettings(data_dir=tmp_path, partitions=2)
@@ -242,8 +256,10 @@ def test_a_quiet_partition_whose_log_holds_more_is_read_again(tmp_path) -> None:
     async def seek_wait(partitions: dict[Any, int]) -> None:
         seeks.append(dict(partitions))
 
+    # Partition 1 is folded to its end, but faust has committed only offset 2 of it.
     consumer = SimpleNamespace(assignment=lambda: {tp0, tp1, TP("other", 0)},
-                               highwaters=highwaters, seek_wait=seek_wait)
+                               highwaters=highwaters, seek_wait=seek_wait,
+                               _committed_offset={tp0: 5, tp1: 2})
     progress = SourceProgress(app, SimpleNamespace(name="p", data={"0": 7, "1": 4}),
                               settings.events_topic, settings, tail_idle=60.0)
     progress.app = SimpleNamespace(consumer=consumer, timer=app.timer)
@@ -254,6 +270,11 @@ def test_a_quiet_partition_whose_log_holds_more_is_read_again(tmp_path) -> None:
     assert seeks == []
     progress.heard[0] -= 61
     asyncio.run(progress.check_tail())
-    assert seeks == [{tp0: 7}]  # partition 1 is folded to its end
+    assert seeks == [{tp0: 7}]  # partition 1 has not been quiet long enough
     asyncio.run(progress.check_tail())
     assert seeks == [{tp0: 7}]  # once per quiet spell: the records read again need time
+    progress.heard[1] -= 61
+    with caplog.at_level(logging.WARNING, logger=progress_log.__name__):
+        asyncio.run(progress.check_tail())
+    assert seeks == [{tp0: 7}, {tp1: 2}]  # read again to be acknowledged, and committed
+    assert "offsets 2 to 3 are folded but were never acknowledged" in caplog.text
