@@ -44,8 +44,8 @@ status: ## Show the stack's health
 	$(HOTSPOTS) status
 
 test: install kafka-jars web-deps lint ## Every test: unit, integration against the real broker, then the fault suite reduced (200k events, 20 kill -9s)
-	$(BIN)/pytest tests -q --ignore=tests/faults
-	HOTSPOTS_FAULT_EVENTS=200000 $(BIN)/pytest tests/faults -q
+	$(BIN)/pytest tests -q --ignore=tests/faults --durations=15
+	HOTSPOTS_FAULT_EVENTS=200000 $(BIN)/pytest tests/faults -q --durations=10
 
 test-unit: install ## Unit tests only (no broker)
 	$(BIN)/pytest tests/unit -q
