@@ -21,7 +21,7 @@ from faust.types import TP
 from hotspots.settings import WorkerSettings
 from streams import progress as progress_log
 from streams.app import build_app
-from streams.progress import SourceGuard, SourceProgress, tail_seeks
+from streams.progress import SourceGuard, SourceProgress, committed_offsets, tail_seeks
 from tests.unit.test_agent import (  # noqa: F401  (sent is a fixture)
     ARREST,
     ARREST_2,
@@ -240,6 +240,14 @@ def test_tail_seeks_back_to_a_committed_offset_behind_folded_records() -> None:
     assert tail_seeks(ends, done, committed) == {tp0: 9}
     # Behind its progress as well: the progress comes first (everything past it is unread).
     assert tail_seeks({tp0: 14}, done, committed) == {tp0: 12}
+
+
+def test_the_committed_offsets_are_read_where_faust_keeps_them(tmp_path) -> None:
+    """faust has no public accessor: if a faust upgrade moved them, the check above would
+    silently never fire."""
+    consumer = build_app(WorkerSettings(data_dir=tmp_path, partitions=2)).consumer
+    assert committed_offsets(consumer) is consumer._committed_offset
+    assert committed_offsets(consumer)[TP("events", 0)] is None  # nothing committed yet
 
 
 def test_a_quiet_partition_whose_log_holds_more_is_read_again(tmp_path, caplog) -> None:
