@@ -60,7 +60,7 @@ BARE_PASSES = 3
 def loader(config: stack.StackConfig, expected: int, data_dir: str, out: Any, check: str) -> None:
     """The loader process: ``hotspots backfill`` (sinks.backfill) until ``expected`` lines are
     in, then its build; put "ready", then (loaded at, built at, CPU seconds, events counted by
-    kind, reconcile ok) on ``out``."""
+    kind, reconcile ok, the build's CPU seconds) on ``out``."""
     settings = SinkSettings(data_dir=Path(data_dir), clickhouse_url=None, database="history",
                             bootstrap=config.bootstrap, topic_prefix=config.topic_prefix,
                             cutover=CUTOVER)
@@ -75,7 +75,8 @@ def loader(config: stack.StackConfig, expected: int, data_dir: str, out: Any, ch
                        "WHERE period = 'month' AND res = 6 GROUP BY kind")
     check_ok = reconcile(store)["ok"]
     store.close()
-    out.put((loaded_at, built_at, cpu, {r["kind"]: int(r["n"]) for r in rows}, check_ok))
+    out.put((loaded_at, built_at, cpu, {r["kind"]: int(r["n"]) for r in rows}, check_ok,
+             report.build_cpu_seconds))
 
 
 def _next(proc: Any, out: Any, timeout: float) -> Any:
@@ -122,7 +123,7 @@ def one_run(n: int, partitions: int, seed: int, bulk: int, check: str = "store")
         producer_cpu = time.process_time()
         produced = frame(config, lines, bulk)
         producer_cpu = (time.process_time() - producer_cpu) / n * 1e6
-        loaded_at, built_at, loader_cpu, counted, reconciled = _next(proc, out, 3600)
+        loaded_at, built_at, loader_cpu, counted, reconciled, build_cpu = _next(proc, out, 3600)
         broker_cpu = (cpu_seconds(config, "broker") - broker_cpu) / n * 1e6
         proc.join(60)
         expected = expected_by_kind(lines)
@@ -138,7 +139,8 @@ def one_run(n: int, partitions: int, seed: int, bulk: int, check: str = "store")
                 "load_seconds": loaded_at - started, "build_seconds": built_at - loaded_at,
                 "producer_eps": n / produced, "baseline_eps": baseline,
                 "ratio": n / elapsed / baseline, "counted": sum(counted.values()),
-                "loader_cpu_us": loader_cpu / n * 1e6, "producer_cpu_us": producer_cpu,
+                "loader_cpu_us": loader_cpu / n * 1e6, "build_cpu_us": build_cpu / n * 1e6,
+                "producer_cpu_us": producer_cpu,
                 "broker_cpu_us": broker_cpu,
                 "bare_cpu_us": bare_cpu}
 
@@ -156,7 +158,7 @@ def main() -> None:
     runs = [one_run(args.events, args.partitions, seed, args.bulk, args.check)
             for seed in range(1, args.runs + 1)]
     for key in ("history_eps", "baseline_eps", "ratio", "load_seconds", "build_seconds",
-                "loader_cpu_us", "producer_cpu_us", "broker_cpu_us", "bare_cpu_us"):
+                "loader_cpu_us", "build_cpu_us", "producer_cpu_us", "broker_cpu_us", "bare_cpu_us"):
         values = [r[key] for r in runs]
         print(f"{key}: median {statistics.median(values):.4g} (spread {min(values):.4g}–{max(values):.4g})")
     out = RESULTS / f"history-load-{datetime.now(UTC):%Y-%m-%dT%H%M%S%z}.json"
