@@ -146,8 +146,9 @@ def tail_seeks(ends: dict[Any, int], done: Any, committed: Any) -> dict[Any, int
         if end > next_offset:
             seeks[tp] = next_offset
         elif behind is not None and end > behind:
-            # None: nothing acknowledged yet, and then faust commits from the first record
-            # it is told of; a seek to 0 would not reset its read offset (seek_wait).
+            # Not when None: faust has committed nothing here, and its first commit starts
+            # at the first record acknowledged, holes before it included (nor would a seek
+            # to 0 reset its read offset: seek_wait).
             seeks[tp] = behind
     return seeks
 
